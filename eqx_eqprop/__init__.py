@@ -1,0 +1,40 @@
+"""eqx_eqprop: equilibrium propagation and its holomorphic variant in JAX + Equinox."""
+
+from ._activations import (
+    AbstractActivation as AbstractActivation,
+    HardSigmoid as HardSigmoid,
+    ReLU as ReLU,
+    Sigmoid as Sigmoid,
+    SiLU as SiLU,
+    SmoothClip as SmoothClip,
+)
+from ._costs import (
+    AbstractCost as AbstractCost,
+    CrossEntropy as CrossEntropy,
+    SquaredError as SquaredError,
+)
+from ._diagnostics import update_spectral_radius as update_spectral_radius
+from ._estimators import (
+    BPTT as BPTT,
+    ClassicEP as ClassicEP,
+    HolomorphicEP as HolomorphicEP,
+    ImplicitDifferentiation as ImplicitDifferentiation,
+    RecurrentBackprop as RecurrentBackprop,
+    SymmetricEP as SymmetricEP,
+)
+from ._gradient import (
+    AbstractEstimator as AbstractEstimator,
+    GradientInfo as GradientInfo,
+    equilibrium_loss as equilibrium_loss,
+    gradient as gradient,
+)
+from ._models import AbstractEnergyModel as AbstractEnergyModel, EnergyMLP as EnergyMLP
+from ._relaxation import (
+    AbstractRelaxation as AbstractRelaxation,
+    FixedPointRelaxation as FixedPointRelaxation,
+    ODERelaxation as ODERelaxation,
+    RelaxationStats as RelaxationStats,
+)
+from ._results import RESULTS as RESULTS
+
+__version__ = "0.1.0"
