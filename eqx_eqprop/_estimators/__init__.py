@@ -1,0 +1,6 @@
+from ._ep import ClassicEP as ClassicEP, HolomorphicEP as HolomorphicEP, SymmetricEP as SymmetricEP
+from ._reference import (
+    BPTT as BPTT,
+    ImplicitDifferentiation as ImplicitDifferentiation,
+    RecurrentBackprop as RecurrentBackprop,
+)

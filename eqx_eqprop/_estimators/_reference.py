@@ -1,0 +1,105 @@
+"""Reference gradients: implicit differentiation, BPTT, recurrent backprop."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+
+from .._gradient import (
+    AbstractEstimator,
+    GradientInfo,
+    combine_results,
+    free_phase,
+    mean_cost,
+)
+from .._misc import tree_dot
+from .._models._base import free_update
+from .._relaxation import FixedPointRelaxation, relaxation_stats
+
+
+class ImplicitDifferentiation(AbstractEstimator):
+    """`jax.grad` of `equilibrium_loss`: differentiation through the free equilibrium by
+    the implicit function theorem, `dL/dtheta = dC/dtheta + (dT/dtheta)^T lambda` with
+    `(I - dT/ds)^T lambda = dC/ds`, solved by the relaxation's adjoint (lineax)."""
+
+    def __call__(self, model, x, y, relaxation, cost):
+        def loss_fn(model):
+            s, stats = free_phase(model, x, relaxation)
+            return mean_cost(model, s, y, cost), (s, stats)
+
+        (loss, (s, stats)), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(model)
+        info = GradientInfo(loss, combine_results(stats.result), s, stats)
+        return grads, info
+
+
+class BPTT(AbstractEstimator):
+    """Backpropagation through time: `jax.grad` through `num_steps` unrolled updates
+    (a `lax.scan`) from the initial state. Equals implicit differentiation once the
+    unrolled dynamics have converged. Ignores the relaxation's stopping rule."""
+
+    num_steps: int = eqx.field(static=True, default=100)
+
+    def __check_init__(self):
+        if not (isinstance(self.num_steps, int) and self.num_steps >= 1):
+            raise ValueError(f"num_steps must be a positive integer, got {self.num_steps!r}.")
+
+    def __call__(self, model, x, y, relaxation, cost):
+        del relaxation
+
+        def unroll(model, xi):
+            args = (model, model.drive(xi))
+            step = lambda s, _: (free_update(s, args), None)  # noqa: E731
+            return jax.lax.scan(step, model.init_state(), None, length=self.num_steps)[0]
+
+        def loss_fn(model):
+            s = jax.vmap(unroll, (None, 0))(model, x)
+            return mean_cost(model, s, y, cost), s
+
+        (loss, s), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(model)
+        stats = jax.vmap(
+            lambda si, xi: relaxation_stats(
+                free_update, si, (model, model.drive(xi)), self.num_steps, True
+            )
+        )(s, x)
+        return grads, GradientInfo(loss, combine_results(stats.result), s, stats)
+
+
+class RecurrentBackprop(AbstractEstimator):
+    """Recurrent backpropagation (Almeida 1987; Pineda 1987): after the free phase,
+    relax the adjoint `lambda <- (dT/ds)^T lambda + dC/ds` to its fixed point, then
+    `dL/dtheta = dC/dtheta + (dT/dtheta)^T lambda` (one batched vector-Jacobian product).
+    The adjoint relaxation's stats are in `info.adjoint_stats`."""
+
+    max_steps: int = eqx.field(static=True, default=1000)
+    rtol: float = eqx.field(static=True, default=1e-8)
+    atol: float = eqx.field(static=True, default=1e-8)
+
+    def __call__(self, model, x, y, relaxation, cost):
+        s, stats = jax.lax.stop_gradient(free_phase(model, x, relaxation))
+        adjoint_relaxation = FixedPointRelaxation(self.max_steps, self.rtol, self.atol)
+
+        def adjoint(si, xi, yi):
+            _, transpose = jax.vjp(lambda s: free_update(s, (model, model.drive(xi))), si)
+            dc = jax.grad(lambda s: cost(model.readout(s), yi))(si)
+
+            def step(lam, args):
+                (vjp_lam,) = transpose(lam)
+                return jtu.tree_map(jnp.add, vjp_lam, dc)
+
+            zeros = jtu.tree_map(jnp.zeros_like, si)
+            return adjoint_relaxation.relax(step, zeros, None)
+
+        lam, adjoint_stats = jax.lax.stop_gradient(jax.vmap(adjoint)(s, x, y))
+
+        def surrogate(model):
+            def one(si, lami, xi, yi):
+                t = free_update(si, (model, model.drive(xi)))
+                return tree_dot(lami, t) + cost(model.readout(si), yi)
+
+            return jnp.mean(jax.vmap(one)(s, lam, x, y))
+
+        grads = eqx.filter_grad(surrogate)(model)
+        loss = mean_cost(model, s, y, cost)
+        result = combine_results(stats.result, adjoint_stats.result)
+        info = GradientInfo(loss, result, s, stats, adjoint_stats=adjoint_stats)
+        return grads, info
