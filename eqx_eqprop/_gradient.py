@@ -8,7 +8,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
-from jaxtyping import Array, Complex, Float, Int, PyTree, Real, Scalar
+from jaxtyping import Array, Complex, Float, Int, PRNGKeyArray, PyTree, Real, Scalar
 
 from ._costs import AbstractCost, CrossEntropy
 from ._models import AbstractEnergyModel
@@ -57,8 +57,10 @@ class AbstractEstimator(eqx.Module):
         y: Int[Array, " batch"],
         relaxation: AbstractRelaxation,
         cost: AbstractCost,
+        key: PRNGKeyArray | None,
     ) -> tuple[PyTree, GradientInfo]:
-        """Inputs are already checked. Returns `(grads, info)`."""
+        """Inputs are already checked; `key` is `None` unless the dynamics are noisy.
+        Returns `(grads, info)`."""
 
 
 def combine_results(*results: RESULTS) -> RESULTS:
@@ -75,15 +77,27 @@ def combine_results(*results: RESULTS) -> RESULTS:
     return out
 
 
+def sample_keys(key: PRNGKeyArray | None, phase: int, batch: int):
+    """Independent keys per sample for phase `phase` (0 = free), or None."""
+    if key is None:
+        return None
+    return jax.random.split(jax.random.fold_in(key, phase), batch)
+
+
 def free_phase(
-    model: AbstractEnergyModel, x: Float[Array, "batch ..."], relaxation: AbstractRelaxation
+    model: AbstractEnergyModel,
+    x: Float[Array, "batch ..."],
+    relaxation: AbstractRelaxation,
+    key: PRNGKeyArray | None = None,
 ) -> tuple[State, RelaxationStats]:
     """Relax every sample of the batch at `beta = 0` from `model.init_state()`."""
 
-    def one(xi):
-        return relaxation.relax(free_update, model.init_state(), (model, model.drive(xi)))
+    def one(xi, ki):
+        args = (model, model.drive(xi))
+        return relaxation.relax(free_update, model.init_state(), args, ki)
 
-    return jax.vmap(one)(x)
+    keys = sample_keys(key, 0, x.shape[0])
+    return jax.vmap(one, (0, None if keys is None else 0))(x, keys)
 
 
 def mean_cost(model: AbstractEnergyModel, s: State, y, cost: AbstractCost) -> Scalar:
@@ -148,6 +162,7 @@ def gradient(
     estimator: AbstractEstimator,
     relaxation: AbstractRelaxation = FixedPointRelaxation(),
     cost: AbstractCost = CrossEntropy(),
+    key: PRNGKeyArray | None = None,
     throw: bool = True,
 ) -> tuple[PyTree, GradientInfo]:
     """Estimate the gradient of the mean equilibrium loss of a batch.
@@ -160,6 +175,8 @@ def gradient(
     - `estimator`: e.g. `HolomorphicEP(beta=0.1, num_phases=8)`, `ImplicitDifferentiation()`.
     - `relaxation`: how the free phase settles (`FixedPointRelaxation()` or `ODERelaxation()`).
     - `cost`: the readout cost, `CrossEntropy()` by default.
+    - `key`: PRNG key for noisy dynamics (e.g. `FixedPointRelaxation(noise=0.04)`);
+      each sample and phase gets its own noise.
     - `throw`: raise when `info.result` is not successful (non-converged or diverged
       relaxation, large aliasing error); with `False`, warn and return anyway.
 
@@ -175,7 +192,9 @@ def gradient(
     if not isinstance(cost, AbstractCost):
         raise TypeError(f"cost must be an AbstractCost, got {cost!r}.")
     x, y = check_inputs(model, x, y)
-    grads, info = estimator(model, x, y, relaxation, cost)
+    if relaxation.noisy and key is None:
+        raise ValueError("This relaxation has noisy dynamics: pass key=jax.random.key(...).")
+    grads, info = estimator(model, x, y, relaxation, cost, key if relaxation.noisy else None)
     if throw:
         grads, info = info.result.error_if((grads, info), info.result != RESULTS.successful)
     else:
@@ -191,16 +210,20 @@ def equilibrium_loss(
     *,
     relaxation: AbstractRelaxation = FixedPointRelaxation(),
     cost: AbstractCost = CrossEntropy(),
+    key: PRNGKeyArray | None = None,
     throw: bool = True,
 ) -> Real[Scalar, ""]:
     """Mean cost at the free equilibrium, `L = mean_b C(readout(s*_0(x_b)), y_b)`.
 
     `jax.grad` (or `eqx.filter_grad`) of it with respect to `model` differentiates
     through the equilibrium by the implicit function theorem (the relaxation's
-    `ImplicitAdjoint`): the ground truth every estimator is checked against.
+    `ImplicitAdjoint`): the ground truth every estimator is checked against. With noisy
+    dynamics (`key` given) it is the loss at the final noisy state, not an equilibrium.
     """
     x, y = check_inputs(model, x, y)
-    s, stats = free_phase(model, x, relaxation)
+    if relaxation.noisy and key is None:
+        raise ValueError("This relaxation has noisy dynamics: pass key=jax.random.key(...).")
+    s, stats = free_phase(model, x, relaxation, key)
     loss = mean_cost(model, s, y, cost)
     if throw:
         result = combine_results(stats.result)

@@ -1,7 +1,8 @@
 """Relaxation strategies: how a network settles to its equilibrium `s* = T(s*)`.
 
 A relaxation works on one sample. It is given the update map `fn(s, args) -> T(s)`
-and a start `s0`, and returns the equilibrium with `RelaxationStats`. Complex states
+and a start `s0`, and returns the equilibrium with `RelaxationStats`. Noisy dynamics
+call `fn(s, args, noise)` with fresh state-shaped Gaussian noise at every step. Complex states
 (complex nudges) are handed to the solvers as real pairs `(Re s, Im s)`. The result is
 differentiable with respect to `args` by the implicit function theorem (optimistix /
 diffrax `ImplicitAdjoint`): parameters must enter through `args`, never through `s0`.
@@ -16,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import optimistix as optx
-from jaxtyping import Array, Bool, Int, PyTree, Real
+from jaxtyping import Array, Bool, Int, PRNGKeyArray, PyTree, Real
 
 from ._misc import is_complex_tree, tree_all_finite, tree_max_abs
 from ._results import RESULTS
@@ -61,9 +62,24 @@ class AbstractRelaxation(eqx.Module):
     ) -> tuple[State, Int[Array, ""], Bool[Array, ""]]:
         """Real states only. Returns (equilibrium, steps, converged)."""
 
-    def relax(self, fn: UpdateFn, s0: State, args: PyTree) -> tuple[State, RelaxationStats]:
-        """Relax `s0` under `fn(s, args)`; returns `(s*, stats)`."""
-        if is_complex_tree((s0, args)):
+    @property
+    def noisy(self) -> bool:
+        """Whether the dynamics draw noise (then `relax` needs a `key`)."""
+        return False
+
+    def relax(
+        self, fn: UpdateFn, s0: State, args: PyTree, key: PRNGKeyArray | None = None
+    ) -> tuple[State, RelaxationStats]:
+        """Relax `s0` under `fn(s, args)`; returns `(s*, stats)`. `key` drives the
+        noise of noisy dynamics and is ignored otherwise."""
+        if self.noisy:
+            if key is None:
+                raise ValueError(
+                    f"{type(self).__name__} has noisy dynamics and needs a PRNG key: pass "
+                    "key=jax.random.key(...) to gradient()."
+                )
+            s, steps, converged = self._solve_noisy(fn, s0, args, key)
+        elif is_complex_tree((s0, args)):
             # the solvers see only real numbers: complex leaves of the state and of the
             # arguments (a complex nudge) travel as (real, imaginary) pairs
             def real_fn(y, real_args):
@@ -74,6 +90,9 @@ class AbstractRelaxation(eqx.Module):
         else:
             s, steps, converged = self._solve(fn, s0, args)
         return s, relaxation_stats(fn, s, args, steps, converged)
+
+    def _solve_noisy(self, fn, s0, args, key):
+        raise NotImplementedError(f"{type(self).__name__} has no noisy dynamics.")
 
 
 class _SplitComplex(eqx.Module):
@@ -106,6 +125,10 @@ class FixedPointRelaxation(AbstractRelaxation):
     - `damping`: `s <- (1 - damping) T(s) + damping s`.
     - `adjoint`: how `jax.grad` differentiates through the equilibrium (implicit
       function theorem by default).
+    - `noise`: std of Gaussian noise added inside the activation at every step,
+      independent per sample, phase, neuron and step (`s <- sigma(dPhi/ds + noise)`,
+      Laborieux & Zenke 2022). Noisy dynamics have no fixed point: they need
+      `rtol = atol = None`, and `gradient(..., key=...)`.
     """
 
     max_steps: int = eqx.field(static=True, default=500)
@@ -113,6 +136,7 @@ class FixedPointRelaxation(AbstractRelaxation):
     atol: float | None = eqx.field(static=True, default=1e-6)
     damping: float = eqx.field(static=True, default=0.0)
     adjoint: optx.AbstractAdjoint = optx.ImplicitAdjoint()
+    noise: float = eqx.field(static=True, default=0.0)
 
     def __check_init__(self):
         if not (isinstance(self.max_steps, int) and self.max_steps >= 1):
@@ -126,10 +150,39 @@ class FixedPointRelaxation(AbstractRelaxation):
             raise ValueError("rtol and atol must be non-negative.")
         if not 0 <= self.damping < 1:
             raise ValueError(f"damping must be in [0, 1), got {self.damping!r}.")
+        if not self.noise >= 0:
+            raise ValueError(f"noise must be a non-negative std, got {self.noise!r}.")
+        if self.noise > 0 and self.rtol is not None:
+            raise ValueError(
+                "Noisy dynamics do not converge to a fixed point: use a fixed step count "
+                "(rtol=None, atol=None) with noise > 0."
+            )
 
     @property
     def fixed_steps(self) -> bool:
         return self.rtol is None
+
+    @property
+    def noisy(self) -> bool:
+        return self.noise > 0
+
+    def _solve_noisy(self, fn, s0, args, key):
+        real = jtu.tree_map(lambda v: jnp.real(v).dtype, s0)
+
+        def body(i, s):
+            leaves, treedef = jtu.tree_flatten(s)
+            keys = jax.random.split(jax.random.fold_in(key, i), len(leaves))
+            noise = [
+                self.noise * jax.random.normal(k, v.shape, d)
+                for k, v, d in zip(keys, leaves, jtu.tree_leaves(real))
+            ]
+            new = fn(s, args, jtu.tree_unflatten(treedef, noise))
+            if self.damping:
+                new = jtu.tree_map(lambda a, b: (1 - self.damping) * a + self.damping * b, new, s)
+            return new
+
+        s = jax.lax.fori_loop(0, self.max_steps, body, s0)
+        return s, jnp.array(self.max_steps), jnp.array(True)
 
     def _solve(self, fn, y0, args):
         solver = _SynchronousIteration(self.rtol, self.atol, self.damping)

@@ -22,7 +22,13 @@ class ImplicitDifferentiation(AbstractEstimator):
     the implicit function theorem, `dL/dtheta = dC/dtheta + (dT/dtheta)^T lambda` with
     `(I - dT/ds)^T lambda = dC/ds`, solved by the relaxation's adjoint (lineax)."""
 
-    def __call__(self, model, x, y, relaxation, cost):
+    def __call__(self, model, x, y, relaxation, cost, key):
+        if relaxation.noisy:
+            raise ValueError(
+                "ImplicitDifferentiation needs a deterministic equilibrium; noisy dynamics "
+                "have none. Use an EP estimator, or a relaxation without noise."
+            )
+
         def loss_fn(model):
             s, stats = free_phase(model, x, relaxation)
             return mean_cost(model, s, y, cost), (s, stats)
@@ -35,7 +41,7 @@ class ImplicitDifferentiation(AbstractEstimator):
 class BPTT(AbstractEstimator):
     """Backpropagation through time: `jax.grad` through `num_steps` unrolled updates
     (a `lax.scan`) from the initial state. Equals implicit differentiation once the
-    unrolled dynamics have converged. Ignores the relaxation's stopping rule."""
+    unrolled dynamics have converged. Ignores the relaxation (and its noise)."""
 
     num_steps: int = eqx.field(static=True, default=100)
 
@@ -43,8 +49,8 @@ class BPTT(AbstractEstimator):
         if not (isinstance(self.num_steps, int) and self.num_steps >= 1):
             raise ValueError(f"num_steps must be a positive integer, got {self.num_steps!r}.")
 
-    def __call__(self, model, x, y, relaxation, cost):
-        del relaxation
+    def __call__(self, model, x, y, relaxation, cost, key):
+        del relaxation, key
 
         def unroll(model, xi):
             args = (model, model.drive(xi))
@@ -74,8 +80,8 @@ class RecurrentBackprop(AbstractEstimator):
     rtol: float = eqx.field(static=True, default=1e-8)
     atol: float = eqx.field(static=True, default=1e-8)
 
-    def __call__(self, model, x, y, relaxation, cost):
-        s, stats = jax.lax.stop_gradient(free_phase(model, x, relaxation))
+    def __call__(self, model, x, y, relaxation, cost, key):
+        s, stats = jax.lax.stop_gradient(free_phase(model, x, relaxation, key))
         adjoint_relaxation = FixedPointRelaxation(self.max_steps, self.rtol, self.atol)
 
         def adjoint(si, xi, yi):

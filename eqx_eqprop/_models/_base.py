@@ -74,11 +74,13 @@ def update(
     beta=None,
     label=None,
     cost: AbstractCost | None = None,
+    noise: State | None = None,
 ) -> State:
-    """One synchronous step `s <- sigma(dPhi_beta/ds)` for one sample.
+    """One synchronous step `s <- sigma(dPhi_beta/ds + noise)` for one sample.
 
     `drive` is `model.drive(x)`, computed once per relaxation. `beta=None` is the free
     phase (the cost is not evaluated); otherwise `beta` may be real or complex.
+    `noise` (state-shaped, real) is added inside the activation (noisy dynamics).
     """
 
     def phi_beta(s):
@@ -89,19 +91,22 @@ def update(
 
     phi, vjp = jax.vjp(phi_beta, s)
     (dphi,) = vjp(jnp.ones_like(phi))
-    return jtu.tree_map(lambda d, g: model.activation(d + g), drive, dphi)
+    pre = jtu.tree_map(jnp.add, drive, dphi)
+    if noise is not None:
+        pre = jtu.tree_map(jnp.add, pre, noise)
+    return jtu.tree_map(model.activation, pre)
 
 
-def free_update(s: State, args) -> State:
+def free_update(s: State, args, noise: State | None = None) -> State:
     """`update` in the calling convention of the relaxations (free phase)."""
     model, drive = args
-    return update(model, s, drive)
+    return update(model, s, drive, noise=noise)
 
 
-def nudged_update(s: State, args) -> State:
+def nudged_update(s: State, args, noise: State | None = None) -> State:
     """`update` in the calling convention of the relaxations (nudged phase)."""
     model, drive, beta, label, cost = args
-    return update(model, s, drive, beta, label, cost)
+    return update(model, s, drive, beta, label, cost, noise)
 
 
 def energy(model: AbstractEnergyModel, x, s: State, beta, label, cost) -> Inexact[Scalar, ""]:
