@@ -150,17 +150,9 @@ TFDS_DATASETS = {
 DATASETS = ("digits", *TFDS_DATASETS)
 
 
-def _records_to_arrays(source, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    images, labels = [], []
-    for start in range(0, len(source), chunk):
-        idx = list(range(start, min(start + chunk, len(source))))
-        records = (
-            source.__getitems__(idx)
-            if hasattr(source, "__getitems__")
-            else [source[i] for i in idx]
-        )
-        images.extend(np.asarray(r["image"]) for r in records)
-        labels.extend(int(r["label"]) for r in records)
+def _records_to_arrays(source) -> tuple[np.ndarray, np.ndarray]:
+    records = (source[i] for i in range(len(source)))
+    images, labels = zip(*((np.asarray(r["image"]), int(r["label"])) for r in records))
     return np.stack(images), np.asarray(labels, np.int32)
 
 

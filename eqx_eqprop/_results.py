@@ -13,8 +13,9 @@ class RESULTS(eqx.Enumeration):
     max_steps_reached = (
         "A relaxation reached `max_steps` without meeting its tolerance. Raise "
         "`max_steps`, loosen `rtol`/`atol`, or make the network more contractive "
-        "(smaller weights). The per-sample residuals are in `info.free_stats` and "
-        "`info.nudged_stats`; pass `throw=False` to get the estimate anyway."
+        "(smaller weights). Per-sample residuals and codes are in `info.free_stats` "
+        "(and `info.adjoint_stats` for recurrent backprop); pass `throw=False` to get "
+        "the estimate anyway."
     )
     diverged = (
         "A relaxation produced non-finite states: a complex nudged phase diverged or "

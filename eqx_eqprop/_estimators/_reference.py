@@ -77,8 +77,8 @@ class RecurrentBackprop(AbstractEstimator):
     The adjoint relaxation's stats are in `info.adjoint_stats`."""
 
     max_steps: int = eqx.field(static=True, default=1000)
-    rtol: float = eqx.field(static=True, default=1e-8)
-    atol: float = eqx.field(static=True, default=1e-8)
+    rtol: float = eqx.field(static=True, default=1e-5)
+    atol: float = eqx.field(static=True, default=1e-5)
 
     def __call__(self, model, x, y, relaxation, cost, key):
         s, stats = jax.lax.stop_gradient(free_phase(model, x, relaxation, key))

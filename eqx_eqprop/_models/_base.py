@@ -56,6 +56,11 @@ class AbstractEnergyModel(eqx.Module):
     def readout(self, s: State) -> Inexact[Array, " classes"]:
         """Logits that enter the cost."""
 
+    @abc.abstractmethod
+    def param_groups(self) -> PyTree[str]:
+        """A label per trainable array (`"layer0"`, ..., `"readout"`), shaped like
+        `eqx.filter(model, eqx.is_inexact_array)`: for per-layer optax transforms."""
+
     @property
     def dtype(self) -> jnp.dtype:
         """Real floating dtype of the states (that of the model's arrays)."""

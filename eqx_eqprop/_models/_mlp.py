@@ -98,3 +98,12 @@ class EnergyMLP(AbstractEnergyModel):
 
     def readout(self, s):
         return _matvec(self.readout_weight, s[-1]) + self.readout_bias
+
+    def param_groups(self):
+        layers = tuple(f"layer{i}" for i in range(len(self.weights)))
+        groups = eqx.filter(self, eqx.is_inexact_array)
+        return eqx.tree_at(
+            lambda m: (m.weights, m.biases, m.readout_weight, m.readout_bias),
+            groups,
+            (layers, layers, "readout", "readout"),
+        )

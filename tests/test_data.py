@@ -1,0 +1,161 @@
+"""Loaders: real MNIST IDX files, the embedded digits, TFDS through mock data, and the
+deterministic batching that resumable training relies on."""
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from eqx_eqprop import _data as data
+
+MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+needs_mnist = pytest.mark.skipif(not MNIST_DIR.exists(), reason="../shared/data/mnist not present")
+
+
+@needs_mnist
+def test_idx_reader_on_the_real_mnist_files():
+    d = data.load_dataset("mnist", MNIST_DIR)
+    assert d.x_train.shape == (60000, 28, 28, 1) and d.x_test.shape == (10000, 28, 28, 1)
+    assert d.x_train.dtype == np.float32 and 0.0 <= d.x_train.min() and d.x_train.max() == 1.0
+    assert d.num_classes == 10 and d.num_features == 784
+    # known facts of the official files
+    assert d.y_train[:5].tolist() == [5, 0, 4, 1, 9]
+    assert d.y_test[:3].tolist() == [7, 2, 1]
+    np.testing.assert_array_equal(
+        np.bincount(d.y_test), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    )
+
+
+def _write_idx(path: Path, array: np.ndarray, gz: bool):
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    raw = header + array.astype(np.uint8).tobytes()
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        path.write_bytes(gzip.compress(raw))
+    else:
+        path.write_bytes(raw)
+    return path
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_directory_gzipped_or_not(tmp_path, gz):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (7, 4, 5))
+    labels = rng.integers(0, 3, 7)
+    for stem, arr in [
+        ("train-images-idx3-ubyte", images),
+        ("train-labels-idx1-ubyte", labels),
+        ("t10k-images-idx3-ubyte", images[:3]),
+        ("t10k-labels-idx1-ubyte", labels[:3]),
+    ]:
+        _write_idx(tmp_path / stem, arr, gz)
+    d = data.load_dataset("fashion_mnist", tmp_path)
+    np.testing.assert_allclose(d.x_train[..., 0], images / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(d.y_test, labels[:3])
+
+
+def test_corrupt_or_missing_idx_files_name_the_file(tmp_path):
+    path = _write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((5, 4, 4)), gz=False)
+    path.write_bytes(path.read_bytes()[:-7])
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte: truncated or corrupt IDX file"):
+        data.read_idx(path)
+    path.write_bytes(b"PK\x03\x04 not idx")
+    with pytest.raises(ValueError, match="not an IDX file"):
+        data.read_idx(path)
+    bad_gz = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    bad_gz.write_bytes(b"definitely not gzip")
+    with pytest.raises(
+        ValueError, match="t10k-labels-idx1-ubyte.gz: cannot read it as a gzipped IDX"
+    ):
+        data.read_idx(bad_gz)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="no train-images-idx3-ubyte"):
+        data.load_idx_directory(empty)
+
+
+def test_digits_split_is_fixed_and_disjoint():
+    a, b = data.load_digits(), data.load_digits()
+    assert a.x_train.shape == (1438, 8, 8, 1) and a.x_test.shape == (359, 8, 8, 1)
+    np.testing.assert_array_equal(a.y_train, b.y_train)
+    assert a.x_train.max() == 1.0 and a.num_classes == 10
+    train_rows = {r.tobytes() for r in a.x_train}
+    assert sum(r.tobytes() in train_rows for r in a.x_test) < 10  # a few duplicate images exist
+
+
+@pytest.mark.parametrize(
+    "name,shape,classes",
+    [
+        ("mnist", (28, 28, 1), 10),
+        ("fashion_mnist", (28, 28, 1), 10),
+        ("cifar10", (32, 32, 3), 10),
+        ("cifar100", (32, 32, 3), 100),
+    ],
+)
+def test_tfds_path_with_mock_data(name, shape, classes):
+    with tfds.testing.mock_data(num_examples=12):
+        d = data.load_dataset(name)
+    assert d.x_train.shape == (12, *shape) and d.x_train.dtype == np.float32
+    assert d.y_train.dtype == np.int32 and d.y_train.max() < classes
+    if name.startswith("cifar"):
+        assert d.augment
+        np.testing.assert_allclose(d.x_train.mean(axis=(0, 1, 2)), 0, atol=1e-5)  # normalised
+    else:
+        assert not d.augment and 0 <= d.x_train.min() and d.x_train.max() <= 1
+
+
+def test_tfds_failure_says_how_to_pass_data_dir(monkeypatch):
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(tfds, "data_source", offline)
+    with pytest.raises(RuntimeError, match="--data-dir"):
+        data.load_dataset("cifar10")
+
+
+def test_unknown_dataset_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="valid: digits, mnist, fashion_mnist, cifar10"):
+        data.load_dataset("svhn")
+
+
+def test_batches_are_a_function_of_seed_and_epoch():
+    d = data.load_digits()
+    first = list(data.train_batches(d, 100, seed=3, epoch=0))
+    again = list(data.train_batches(d, 100, seed=3, epoch=0))
+    other = list(data.train_batches(d, 100, seed=3, epoch=1))
+    assert len(first) == 14  # 1438 // 100, the remainder is dropped
+    for (x1, y1), (x2, y2) in zip(first, again):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+    assert not np.array_equal(first[0][1], other[0][1])
+    resumed = list(data.train_batches(d, 100, seed=3, epoch=0, start=5))
+    np.testing.assert_array_equal(resumed[0][0], first[5][0])
+    # one epoch visits distinct samples
+    seen = np.concatenate([data.epoch_order(len(d.x_train), 3, 0)[:1400]])
+    assert len(np.unique(seen)) == 1400
+
+
+def test_augmentation_flips_and_crops():
+    x = np.arange(2 * 6 * 6 * 1, dtype=np.float32).reshape(2, 6, 6, 1) + 1
+    out = data.augment_batch(x, np.random.default_rng(0), pad=2)
+    assert out.shape == x.shape
+    for img, aug in zip(x[..., 0], out[..., 0]):
+        padded = np.pad(img, 2)
+        candidates = [
+            c[dy : dy + 6, dx : dx + 6]
+            for c in (padded, np.pad(img[:, ::-1], 2))
+            for dy in range(5)
+            for dx in range(5)
+        ]
+        assert any(np.array_equal(aug, c) for c in candidates)
+
+
+def test_eval_batches_cover_every_sample_once():
+    x, y = np.arange(23)[:, None].astype(np.float32), np.arange(23)
+    seen = []
+    for xb, yb, n in data.eval_batches(x, y, 10):
+        assert xb.shape == (10, 1)
+        seen.extend(yb[:n].tolist())
+    assert seen == list(range(23))
