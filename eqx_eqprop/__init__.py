@@ -26,7 +26,9 @@ from ._gradient import (
     AbstractEstimator as AbstractEstimator,
     GradientInfo as GradientInfo,
     equilibrium_loss as equilibrium_loss,
+    free_phase as free_phase,
     gradient as gradient,
+    predict as predict,
 )
 from ._models import AbstractEnergyModel as AbstractEnergyModel, EnergyMLP as EnergyMLP
 from ._relaxation import (

@@ -100,6 +100,24 @@ def free_phase(
     return jax.vmap(one, (0, None if keys is None else 0))(x, keys)
 
 
+@eqx.filter_jit
+def predict(
+    model: AbstractEnergyModel,
+    x: Float[Array, "batch ..."],
+    relaxation: AbstractRelaxation = FixedPointRelaxation(),
+    key: PRNGKeyArray | None = None,
+) -> tuple[Float[Array, "batch classes"], RelaxationStats]:
+    """Readout logits at the free equilibrium, `(batch, classes)`, and the relaxation
+    stats (check `stats.result`: a network past criticality may not settle)."""
+    if (
+        not jnp.issubdtype(jnp.asarray(x).dtype, jnp.number)
+        or jnp.asarray(x).shape[1:] != model.input_shape
+    ):
+        raise ValueError(f"x must have shape ('batch', {', '.join(map(str, model.input_shape))}).")
+    s, stats = free_phase(model, jnp.asarray(x).astype(model.dtype), relaxation, key)
+    return jax.vmap(model.readout)(s), stats
+
+
 def mean_cost(model: AbstractEnergyModel, s: State, y, cost: AbstractCost) -> Scalar:
     """Mean over the batch of `C(readout(s), y)`."""
     return jnp.mean(jax.vmap(lambda si, yi: cost(model.readout(si), yi))(s, y))

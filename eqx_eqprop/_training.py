@@ -15,7 +15,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ._config import (
     COSTS,
@@ -232,6 +232,7 @@ def train(
     step_keys = jax.random.fold_in(key, 1)
     eval_key = jax.random.fold_in(key, 2)
     steps_this_call = 0
+    warned = False
     while epoch < cfg.epochs:
         t0 = time.perf_counter()
         running = {"loss": 0.0, "accuracy": 0.0, "residual": 0.0, "failed": 0, "error": 0.0}
@@ -308,13 +309,15 @@ def train(
             )
             if cfg.estimator in ("hep", "symmetric"):
                 record["error_estimate"] = running["error"] / done
-        if running["failed"]:
+        if running["failed"] and not warned:
             warnings.warn(
                 f"{cfg.name}, epoch {epoch + 1}: {running['failed']} of {done} steps reported a "
-                "non-converged relaxation or a large aliasing estimate (see metrics.jsonl).",
+                "non-converged relaxation or a large aliasing estimate; `failed_steps` in "
+                "metrics.jsonl counts them for every epoch (warned once per run).",
                 RuntimeWarning,
                 stacklevel=2,
             )
+            warned = True
         history.append(record)
         epoch, batch_index = epoch + 1, 0
         save_checkpoint(

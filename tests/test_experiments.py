@@ -1,0 +1,48 @@
+"""The experiment scripts run end to end at toy sizes."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.filterwarnings("ignore:.*steps reported:RuntimeWarning")
+def test_table1_writes_a_markdown_table(tmp_path):
+    table1 = load("table1")
+    output = tmp_path / "table.md"
+    argv = [
+        "--presets",
+        "digits-hep",
+        "digits-bp",
+        "--seeds",
+        "0",
+        "1",
+        "--epochs",
+        "1",
+        "--set",
+        "hidden=16",
+        "--set",
+        "free_steps=15",
+        "--set",
+        "nudged_steps=5",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--output",
+        str(output),
+        "--no-progress",
+    ]
+    assert table1.main(argv) == 0
+    text = output.read_text()
+    assert "| digits-hep | hEP N=10" in text and "| digits-bp | implicit (BP)" in text
+    row = next(line for line in text.splitlines() if line.startswith("| digits-hep"))
+    assert row.count("±") == 2  # mean ± std over the two seeds, last and best
+    assert "Machine:" in text
