@@ -19,6 +19,7 @@ from ._estimators import (
     ClassicEP as ClassicEP,
     HolomorphicEP as HolomorphicEP,
     ImplicitDifferentiation as ImplicitDifferentiation,
+    OscillatingEP as OscillatingEP,
     RecurrentBackprop as RecurrentBackprop,
     SymmetricEP as SymmetricEP,
 )
@@ -28,6 +29,7 @@ from ._gradient import (
     equilibrium_loss as equilibrium_loss,
     free_phase as free_phase,
     gradient as gradient,
+    nudged_phase as nudged_phase,
     predict as predict,
 )
 from ._models import AbstractEnergyModel as AbstractEnergyModel, EnergyMLP as EnergyMLP
@@ -36,6 +38,7 @@ from ._relaxation import (
     FixedPointRelaxation as FixedPointRelaxation,
     ODERelaxation as ODERelaxation,
     RelaxationStats as RelaxationStats,
+    SDERelaxation as SDERelaxation,
 )
 from ._results import RESULTS as RESULTS
 

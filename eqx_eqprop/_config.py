@@ -19,6 +19,7 @@ from ._estimators import (
     ClassicEP,
     HolomorphicEP,
     ImplicitDifferentiation,
+    OscillatingEP,
     RecurrentBackprop,
     SymmetricEP,
 )
@@ -33,7 +34,7 @@ ACTIVATIONS = {
     "relu": act.ReLU,
 }
 COSTS = {"cross_entropy": CrossEntropy, "squared_error": SquaredError}
-ESTIMATORS = ("hep", "classic", "symmetric", "implicit", "bptt", "rbp")
+ESTIMATORS = ("hep", "classic", "symmetric", "oscillating", "implicit", "bptt", "rbp")
 OPTIMIZERS = ("sgd", "momentum", "adam")
 SCHEDULES = ("constant", "cosine")
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "imagenet32")
@@ -64,6 +65,12 @@ class TrainConfig:
     num_phases: int = 10
     error_tolerance: float | None = None  # None: record the aliasing estimate only
     bptt_steps: int = 100
+    # continuous hEP (estimator "oscillating"): steps per rotation, periods averaged,
+    # warm-up periods, blocks per period (None: continuous rotation)
+    period: int = 50
+    num_periods: int = 1
+    warmup_periods: int = 1
+    num_blocks: int | None = None
     # relaxation
     free_steps: int = 200
     nudged_steps: int = 50
@@ -138,7 +145,7 @@ def _coerce(key: str, value):
             value = [v for v in value.replace(",", " ").split() if v]
         elif isinstance(default, bool):
             return value.lower() in ("1", "true", "yes")
-        elif isinstance(default, int) or key in ("epochs", "batch_size", "seed", "num_phases"):
+        elif isinstance(default, int) or key in ("epochs", "batch_size", "seed", "num_blocks"):
             return int(value)
         elif isinstance(default, float) or key in (
             "rtol",
@@ -254,8 +261,23 @@ def _presets() -> dict[str, TrainConfig]:
             },
         ),
     }
+    # continuous hEP: a rotating teaching signal, one warm-up and one averaged period of
+    # 100 steps (the same number of update steps as hEP's 200 free + 6 x 50 nudged is 500)
+    p["mnist-chep"] = base.replace(
+        name="mnist-chep",
+        estimator="oscillating",
+        beta=0.4,
+        period=100,
+        num_periods=1,
+        warmup_periods=1,
+        **_MNIST,
+    )
     for name in ("mnist-hep", "mnist-classic-0.1", "mnist-classic-0.4", "mnist-symmetric"):
         p[name + "-noise"] = p[name].replace(name=name + "-noise", noise=0.04)
+    # under noise, continuous hEP averages more periods
+    p["mnist-chep-noise"] = p["mnist-chep"].replace(
+        name="mnist-chep-noise", noise=0.04, num_periods=3
+    )
     return p
 
 
@@ -300,6 +322,14 @@ def build_estimator(cfg: TrainConfig):
         return SymmetricEP(cfg.beta, nudged_relaxation=nudged, error_tolerance=cfg.error_tolerance)
     if cfg.estimator == "classic":
         return ClassicEP(cfg.beta, nudged_relaxation=nudged)
+    if cfg.estimator == "oscillating":
+        return OscillatingEP(
+            cfg.beta,
+            period=cfg.period,
+            num_periods=cfg.num_periods,
+            warmup_periods=cfg.warmup_periods,
+            num_blocks=cfg.num_blocks,
+        )
     if cfg.estimator == "implicit":
         return ImplicitDifferentiation()
     if cfg.estimator == "bptt":

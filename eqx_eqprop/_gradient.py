@@ -11,8 +11,9 @@ import jax.tree_util as jtu
 from jaxtyping import Array, Complex, Float, Int, PRNGKeyArray, PyTree, Real, Scalar
 
 from ._costs import AbstractCost, CrossEntropy
+from ._misc import complex_dtype
 from ._models import AbstractEnergyModel
-from ._models._base import State, free_update
+from ._models._base import State, free_update, nudged_update
 from ._relaxation import AbstractRelaxation, FixedPointRelaxation, RelaxationStats
 from ._results import RESULTS
 
@@ -98,6 +99,37 @@ def free_phase(
 
     keys = sample_keys(key, 0, x.shape[0])
     return jax.vmap(one, (0, None if keys is None else 0))(x, keys)
+
+
+@eqx.filter_jit
+def nudged_phase(
+    model: AbstractEnergyModel,
+    x: Float[Array, "batch ..."],
+    y: Int[Array, " batch"],
+    beta,
+    *,
+    relaxation: AbstractRelaxation = FixedPointRelaxation(),
+    cost: AbstractCost = CrossEntropy(),
+    start: State | None = None,
+    key: PRNGKeyArray | None = None,
+) -> tuple[State, RelaxationStats]:
+    """Relax every sample of the batch at the nudge `beta` (a real or complex scalar)
+    from `start` (`(batch, ...)`; default `model.init_state()`), e.g. the free
+    equilibrium. Returns the states (complex for a complex `beta`) and their stats.
+    `vmap` it over `beta` for phase portraits and stability maps."""
+    x, y = check_inputs(model, x, y)
+    beta = jnp.asarray(beta)
+    dtype = complex_dtype(model.dtype) if jnp.iscomplexobj(beta) else model.dtype
+    beta = beta.astype(dtype)
+    if start is None:
+        start = jax.vmap(lambda _: model.init_state())(x)
+    start = jtu.tree_map(lambda v: v.astype(dtype), start)
+    keys = sample_keys(key, 0, x.shape[0])
+
+    def one(si, xi, yi, ki):
+        return relaxation.relax(nudged_update, si, (model, model.drive(xi), beta, yi, cost), ki)
+
+    return jax.vmap(one, (0, 0, 0, None if keys is None else 0))(start, x, y, keys)
 
 
 @eqx.filter_jit

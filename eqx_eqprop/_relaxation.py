@@ -16,6 +16,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+import lineax as lx
 import optimistix as optx
 from jaxtyping import Array, Bool, Int, PRNGKeyArray, PyTree, Real
 
@@ -285,6 +286,91 @@ class ODERelaxation(AbstractRelaxation):
         y = jtu.tree_map(lambda v: v[-1], sol.ys)
         converged = diffrax.is_event(sol.result)  # the steady-state event fired
         return y, sol.stats["num_steps"], converged
+
+
+class SDERelaxation(AbstractRelaxation):
+    """Noisy continuous time: the Ito SDE `ds = (T(s) - s) dt + noise dW`, integrated
+    with diffrax over a fixed duration, with a Brownian path (`VirtualBrownianTree`)
+    drawn from the key of each sample and phase. Complex states get the noise on their
+    real part (the noise is that of the physical, real dynamics).
+
+    - `duration`: integration time (the papers' time unit is the neuron time constant).
+    - `dt`: step of the solver.
+    - `noise`: diffusion coefficient (0 gives a deterministic fixed-step ODE solve).
+    - `solver`: an SDE-capable diffrax solver (Euler-Maruyama by default).
+    """
+
+    duration: float = eqx.field(static=True, default=20.0)
+    dt: float = eqx.field(static=True, default=0.05)
+    noise: float = eqx.field(static=True, default=0.04)
+    solver: diffrax.AbstractSolver = diffrax.Euler()
+
+    def __check_init__(self):
+        if not (self.duration > 0 and self.dt > 0 and self.dt <= self.duration):
+            raise ValueError("SDERelaxation needs 0 < dt <= duration.")
+        if not self.noise >= 0:
+            raise ValueError(f"noise must be a non-negative std, got {self.noise!r}.")
+
+    @property
+    def noisy(self) -> bool:
+        return self.noise > 0
+
+    @property
+    def num_steps(self) -> int:
+        return int(round(self.duration / self.dt))
+
+    def _integrate(self, fn, y0, args, key):
+        drift = diffrax.ODETerm(_VectorField(fn))
+        terms = drift
+        if key is not None:
+            shapes = jtu.tree_map(lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype), y0)
+            brownian = diffrax.VirtualBrownianTree(
+                0.0, self.duration, tol=self.dt / 2, shape=shapes, key=key
+            )
+            diagonal = _noise_diagonal(y0, self.noise)
+            diffusion = diffrax.ControlTerm(
+                lambda t, y, args: lx.DiagonalLinearOperator(diagonal), brownian
+            )
+            terms = diffrax.MultiTerm(drift, diffusion)
+        sol = diffrax.diffeqsolve(
+            terms,
+            self.solver,
+            t0=0.0,
+            t1=self.duration,
+            dt0=self.dt,
+            y0=y0,
+            args=args,
+            saveat=diffrax.SaveAt(t1=True),
+            max_steps=self.num_steps + 2,
+            throw=False,
+        )
+        y = jtu.tree_map(lambda v: v[-1], sol.ys)
+        return y, sol.stats["num_steps"], diffrax.is_successful(sol.result)
+
+    def _solve(self, fn, y0, args):
+        return self._integrate(fn, y0, args, None)
+
+    def _solve_noisy(self, fn, s0, args, key):
+        if is_complex_tree((s0, args)):
+
+            def real_fn(y, real_args):
+                return _split(fn(_merge(y), _merge(real_args)))
+
+            y, steps, ok = self._integrate(real_fn, _split(s0), _split(args), key)
+            return _merge(y), steps, ok
+        return self._integrate(fn, s0, args, key)
+
+
+def _noise_diagonal(y0, noise):
+    """`noise` on real leaves and on the real part of split complex leaves, 0 on the
+    imaginary parts."""
+
+    def diag(v):
+        if isinstance(v, _SplitComplex):
+            return _SplitComplex(jnp.full_like(v.re, noise), jnp.zeros_like(v.im))
+        return jnp.full_like(v, noise)
+
+    return jtu.tree_map(diag, y0, is_leaf=lambda v: isinstance(v, _SplitComplex))
 
 
 class _VectorField(eqx.Module):

@@ -121,6 +121,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def save_checkpoint(run_dir: Path, model, opt_state, key, progress: dict, history: list) -> None:
+    # (the layer sizes go with it, so that load_trained_model can rebuild the model)
     """Model, optimiser state and RNG key (one Equinox leaf file), then the progress and
     metrics history (JSON). Each file is replaced atomically; the JSON is written last
     and names the state it belongs to, so a crash between the two is detected."""
@@ -130,7 +131,12 @@ def save_checkpoint(run_dir: Path, model, opt_state, key, progress: dict, histor
     eqx.tree_serialise_leaves(buffer, (model, opt_state, jax.random.key_data(key)))
     state_name = f"state-{progress['step']:09d}.eqx"
     _atomic_write(run_dir / state_name, buffer.getvalue())
-    meta = {"progress": progress, "history": history, "state": state_name}
+    meta = {
+        "progress": progress,
+        "history": history,
+        "state": state_name,
+        "layer_sizes": list(model.layer_sizes),
+    }
     _atomic_write(run_dir / "checkpoint.json", json.dumps(meta, indent=1).encode())
     for old in run_dir.glob("state-*.eqx"):
         if old.name != state_name:
@@ -149,6 +155,23 @@ def load_checkpoint(run_dir: Path, model, opt_state, key):
     with open(run_dir / meta["state"], "rb") as f:
         model, opt_state, key_data = eqx.tree_deserialise_leaves(f, like)
     return model, opt_state, jax.random.wrap_key_data(key_data), meta["progress"], meta["history"]
+
+
+def load_trained_model(run_dir: str | Path):
+    """The model of a run directory of `eqprop-train`, from its last checkpoint."""
+    run_dir = Path(run_dir)
+    cfg = TrainConfig(
+        **{
+            k: tuple(v) if isinstance(v, list) else v
+            for k, v in json.loads((run_dir / "config.json").read_text()).items()
+        }
+    )
+    meta = json.loads((run_dir / "checkpoint.json").read_text())
+    sizes = meta["layer_sizes"]
+    model = build_model(cfg, sizes[0], sizes[-1])
+    optimizer = build_optimizer(cfg, model, 1)
+    opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+    return load_checkpoint(run_dir, model, opt_state, jax.random.key(cfg.seed))[0]
 
 
 # ---------------------------------------------------------------------- the loop

@@ -1,6 +1,7 @@
 """Table 1 of Laborieux & Zenke (2022): MNIST MLP 784-256-256-10 trained by classic EP
-(beta 0.1 and 0.4), symmetric EP, holomorphic EP (N = 10, |beta| = 0.4) and the
-implicit-gradient (BP) baseline, with and without noise 0.04 in the dynamics.
+(beta 0.1 and 0.4), symmetric EP, holomorphic EP (N = 10, |beta| = 0.4), continuous hEP
+(a rotating teaching signal) and the implicit-gradient (BP) baseline, with and without
+noise 0.04 in the dynamics.
 
 Runs a chosen subset of presets over seeds (each run resumable in its own directory)
 and writes a markdown table: test accuracy at the last epoch and the best epoch
@@ -53,6 +54,7 @@ def markdown(rows: dict, args) -> str:
             "hep": f"hEP N={cfg.num_phases}, \\|β\\|={cfg.beta}",
             "classic": f"EP β={cfg.beta}",
             "symmetric": f"symmetric EP β={cfg.beta}",
+            "oscillating": f"continuous hEP \\|β\\|={cfg.beta}, period {cfg.period}",
             "implicit": "implicit (BP)",
         }.get(cfg.estimator, cfg.estimator)
         lines.append(

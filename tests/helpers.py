@@ -64,4 +64,5 @@ ALL_ESTIMATORS = {
     "classic": ep.ClassicEP(beta=0.05),
     "symmetric": ep.SymmetricEP(beta=0.05),
     "holomorphic": ep.HolomorphicEP(beta=0.1, num_phases=4),
+    "oscillating": ep.OscillatingEP(beta=0.1, period=20),
 }

@@ -1,6 +1,7 @@
 """The experiment scripts run end to end at toy sizes."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,22 @@ def test_table1_writes_a_markdown_table(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| digits-hep"))
     assert row.count("±") == 2  # mean ± std over the two seeds, last and best
     assert "Machine:" in text
+
+
+FIGURES = [
+    "oscillations",
+    "stability_map",
+    "beta_sweep",
+    "oscillation_convergence",
+    "noise_robustness",
+]
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_figure_script_smoke(name, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
+    module = load(name)
+    module.main(["--smoke", "--out", str(tmp_path)])
+    png, record = tmp_path / f"{name}.png", tmp_path / f"{name}.json"
+    assert png.stat().st_size > 10_000  # a real figure, not an empty canvas
+    assert json.loads(record.read_text())["command"].startswith("python")

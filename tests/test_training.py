@@ -107,9 +107,9 @@ def test_per_layer_learning_rates_through_optax(tmp_path, digits):
 # a training run reports (warns about) steps whose relaxation did not converge; with
 # 20 fixed free steps the adjoint of recurrent backprop sometimes does not
 @pytest.mark.filterwarnings("ignore:.*steps reported:RuntimeWarning")
-@pytest.mark.parametrize("estimator", ["classic", "symmetric", "rbp", "bptt"])
+@pytest.mark.parametrize("estimator", ["classic", "symmetric", "oscillating", "rbp", "bptt"])
 def test_every_estimator_trains(tmp_path, digits, estimator):
-    cfg = small(tmp_path, estimator=estimator, epochs=1, beta=0.1, bptt_steps=20)
+    cfg = small(tmp_path, estimator=estimator, epochs=1, beta=0.1, bptt_steps=20, period=10)
     result = train(cfg, data=digits, progress=False, verbose=False)
     assert np.isfinite(result["final"]["test_loss"])
 

@@ -1,4 +1,5 @@
 from ._ep import ClassicEP as ClassicEP, HolomorphicEP as HolomorphicEP, SymmetricEP as SymmetricEP
+from ._oscillating import OscillatingEP as OscillatingEP
 from ._reference import (
     BPTT as BPTT,
     ImplicitDifferentiation as ImplicitDifferentiation,

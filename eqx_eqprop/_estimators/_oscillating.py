@@ -1,0 +1,174 @@
+"""Continuous holomorphic EP: a rotating teaching signal, no separate phases."""
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+from jaxtyping import Array
+
+from .._costs import CrossEntropy
+from .._gradient import (
+    AbstractEstimator,
+    GradientInfo,
+    check_inputs,
+    combine_results,
+    mean_cost,
+    sample_keys,
+)
+from .._misc import complex_dtype, tree_astype
+from .._models._base import energy, free_update, update
+from .._relaxation import relaxation_stats
+from ._ep import _as_beta, _check_beta, _require_holomorphic
+
+
+class OscillatingEP(AbstractEstimator):
+    """Continuous hEP (Laborieux & Zenke 2022): the nudge `beta(t) = |beta| exp(i w t)`
+    rotates while the network runs, and the gradient is the time average, over whole
+    periods, of `dF/dtheta(s(t)) / beta(t)`, the first Fourier coefficient of the
+    neural activity. It is accumulated online, step by step, as a synapse would; there
+    is no free phase and no separate nudged phases.
+
+    The dynamics are `s <- (1 - dt) s + dt T_beta(s)`: `dt = 1` is the synchronous
+    discrete-time update, `dt < 1` the forward-Euler integration of
+    `ds/dt = T_beta(s) - s` (a period then lasts `period * dt` time units). Noise and
+    its level come from the relaxation passed to `gradient` (`FixedPointRelaxation(noise=...)`).
+
+    - `beta`: the radius |beta| > 0.
+    - `period`: steps per rotation; slow rotations (long periods) let the state track
+      `s*_beta(t)`, and the error shrinks like 1 / period.
+    - `num_periods`: periods averaged over; `warmup_periods`: periods run first from
+      `model.init_state()`, not averaged.
+    - `num_blocks`: `None` rotates continuously; `N` holds beta piecewise constant
+      on N blocks per period (N sequential phases without resets).
+    - `dt`: step size (see above).
+
+    `info.free_state` is the period-averaged state (the zeroth Fourier coefficient,
+    close to the free equilibrium), and `info.loss` the cost there.
+    """
+
+    beta: Array = eqx.field(converter=_as_beta)
+    period: int = eqx.field(static=True, default=100)
+    num_periods: int = eqx.field(static=True, default=1)
+    warmup_periods: int = eqx.field(static=True, default=1)
+    num_blocks: int | None = eqx.field(static=True, default=None)
+    dt: float = eqx.field(static=True, default=1.0)
+
+    def __check_init__(self):
+        _check_beta(self.beta, "OscillatingEP", positive=True)
+        for name in ("period", "num_periods"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"OscillatingEP: {name} must be a positive integer, got {value!r}."
+                )
+        if not isinstance(self.warmup_periods, int) or self.warmup_periods < 0:
+            raise ValueError(
+                f"OscillatingEP: warmup_periods must be >= 0, got {self.warmup_periods!r}."
+            )
+        if self.num_blocks is not None and (
+            not isinstance(self.num_blocks, int) or not 2 <= self.num_blocks <= self.period
+        ):
+            raise ValueError(
+                "OscillatingEP: num_blocks must be None (continuous rotation) or an integer "
+                f"between 2 and period={self.period}, got {self.num_blocks!r}."
+            )
+        if not 0 < self.dt <= 1:
+            raise ValueError(f"OscillatingEP: dt must be in (0, 1], got {self.dt!r}.")
+
+    def nudge(self, step) -> Array:
+        """`beta(t)` at integer step `t` (complex)."""
+        return self.beta * jnp.exp(2j * math.pi * self._position(step))
+
+    def _stepper(self, model, x, y, relaxation, cost, key):
+        """`step(t, s) -> (s_next, beta_t)` for a batch of complex states."""
+        _require_holomorphic(model, cost, "OscillatingEP")
+        cdtype = complex_dtype(model.dtype)
+        noise = getattr(relaxation, "noise", 0.0)
+        frozen = jax.lax.stop_gradient(model)
+        drives = jax.lax.stop_gradient(jax.vmap(model.drive)(x))
+        keys = sample_keys(key, 0, x.shape[0]) if noise else None
+        beta = jnp.asarray(self.beta).astype(model.dtype)
+
+        def step(t, s):
+            b = (beta * jnp.exp(2j * math.pi * self._position(t))).astype(cdtype)
+
+            def one(si, di, yi, ki):
+                xi = None
+                if noise:
+                    leaves, treedef = jtu.tree_flatten(si)
+                    ks = jax.random.split(jax.random.fold_in(ki, t), len(leaves))
+                    draws = [
+                        noise * jax.random.normal(k, v.shape, model.dtype)
+                        for k, v in zip(ks, leaves)
+                    ]
+                    xi = jtu.tree_unflatten(treedef, draws)
+                new = update(frozen, si, di, b, yi, cost, xi)
+                return jtu.tree_map(lambda a, c: (1 - self.dt) * c + self.dt * a, new, si)
+
+            return jax.vmap(one, (0, 0, 0, None if keys is None else 0))(s, drives, y, keys), b
+
+        s0 = tree_astype(jax.vmap(lambda _: model.init_state())(x), cdtype)
+        return step, s0, drives
+
+    def trajectory(self, model, x, y, *, relaxation=None, cost=CrossEntropy(), key=None):
+        """The states at every step of warm-up and averaging, `(steps, batch, ...)`
+        (complex), and the nudges `beta_t`, `(steps,)`: for plotting the oscillations."""
+        x, y = check_inputs(model, x, y)
+        step, s0, _ = self._stepper(model, x, y, relaxation, cost, key)
+        total = (self.warmup_periods + self.num_periods) * self.period
+
+        def body(s, t):
+            s, b = step(t, s)
+            return s, (s, b)
+
+        _, (states, betas) = jax.lax.scan(body, s0, jnp.arange(total))
+        return states, betas
+
+    def __call__(self, model, x, y, relaxation, cost, key):
+        step, s0, drives = self._stepper(model, x, y, relaxation, cost, key)
+        params, static = eqx.partition(model, eqx.is_inexact_array)
+        frozen = jax.lax.stop_gradient(model)
+
+        def signal(s, b):
+            # d/dtheta Re(E(theta, s, b) / b), batch mean: one real backward pass per step
+            def scaled(params):
+                m = eqx.combine(params, static)
+                e = jax.vmap(lambda xi, si, yi: energy(m, xi, si, b, yi, cost))(x, s, y)
+                return jnp.real(jnp.mean(e) / b)
+
+            return jax.grad(scaled)(params)
+
+        warm = self.warmup_periods * self.period
+        s_warm = jax.lax.fori_loop(0, warm, lambda t, s: step(t, s)[0], s0)
+
+        def accumulate(t, carry):
+            s, acc, s_sum = carry
+            s, b = step(t, s)
+            acc = jtu.tree_map(jnp.add, acc, signal(s, b))
+            return s, acc, jtu.tree_map(jnp.add, s_sum, s)
+
+        zeros = jtu.tree_map(jnp.zeros_like, params)
+        total = self.num_periods * self.period
+        _, acc, s_sum = jax.lax.fori_loop(
+            warm, warm + total, accumulate, (s_warm, zeros, jtu.tree_map(jnp.zeros_like, s_warm))
+        )
+        grads = jtu.tree_map(lambda a: a / total, acc)
+        s_mean = jtu.tree_map(lambda v: jnp.real(v) / total, s_sum)
+        stats = jax.vmap(
+            lambda si, di: relaxation_stats(free_update, si, (frozen, di), warm + total, True)
+        )(s_mean, drives)
+        info = GradientInfo(
+            loss=mean_cost(model, jax.lax.stop_gradient(s_mean), y, cost),
+            result=combine_results(stats.result),
+            free_state=s_mean,
+            free_stats=stats,
+        )
+        return grads, info
+
+    def _position(self, step):
+        position = jnp.mod(step, self.period) / self.period
+        if self.num_blocks is not None:
+            position = jnp.floor(position * self.num_blocks) / self.num_blocks
+        return position

@@ -1,0 +1,84 @@
+"""Shared plumbing of the figure scripts: arguments, the reference problems, output."""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+import eqx_eqprop as ep  # noqa: E402
+from eqx_eqprop._data import has_idx_files, load_digits, load_idx_directory  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MNIST = ROOT.parent / "shared" / "data" / "mnist"
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--smoke", action="store_true", help="tiny sizes, seconds (for the tests)")
+    p.add_argument("--out", default=str(ROOT / "experiments" / "results" / "figures"))
+    p.add_argument("--data-dir", default=str(DEFAULT_MNIST), help="MNIST IDX files (else digits)")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def images(data_dir: str | None, n: int, seed: int = 0):
+    """`n` flattened test images and labels: MNIST from IDX files when present, else
+    the embedded digits."""
+    data = load_idx_directory(data_dir) if has_idx_files(data_dir) else load_digits()
+    idx = np.random.default_rng(seed).choice(len(data.x_test), n, replace=False)
+    x = data.x_test[idx].reshape(n, -1)
+    return jnp.asarray(x), jnp.asarray(data.y_test[idx]), data
+
+
+def mlp(num_features: int, hidden, classes: int, seed: int, dtype=jnp.float32, scale=1.0):
+    return ep.EnergyMLP(
+        (num_features, *hidden, classes), weight_scale=scale, dtype=dtype, key=jax.random.key(seed)
+    )
+
+
+def flat(tree):
+    return jnp.concatenate([jnp.ravel(v) for v in jax.tree_util.tree_leaves(tree)])
+
+
+def compare(estimate, truth) -> dict:
+    a, b = flat(estimate).astype(jnp.float64), flat(truth).astype(jnp.float64)
+    return {
+        "cosine": float(a @ b / (jnp.linalg.norm(a) * jnp.linalg.norm(b))),
+        "relative_error": float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b)),
+    }
+
+
+def save(fig, record: dict, out: str, name: str, arrays: dict | None = None) -> Path:
+    """`name.png`, `name.json` (settings, numbers, command, machine) and optionally
+    `name.npz` under `out`, each written to a temporary file and renamed."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    record = {
+        **record,
+        "command": "python " + " ".join(sys.argv),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, JAX {jax.__version__} "
+        f"({jax.default_backend()})",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    png = out / f"{name}.png"
+    fig.savefig(out / f"{name}.tmp.png", dpi=130, bbox_inches="tight")
+    os.replace(out / f"{name}.tmp.png", png)
+    plt.close(fig)
+    (out / f"{name}.tmp.json").write_text(json.dumps(record, indent=1, default=float))
+    os.replace(out / f"{name}.tmp.json", out / f"{name}.json")
+    if arrays:
+        np.savez_compressed(out / f"{name}.tmp.npz", **arrays)
+        os.replace(out / f"{name}.tmp.npz", out / f"{name}.npz")
+    print(f"wrote {png}")
+    return png
