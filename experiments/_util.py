@@ -52,7 +52,8 @@ def flat(tree):
 
 
 def compare(estimate, truth) -> dict:
-    a, b = flat(estimate).astype(jnp.float64), flat(truth).astype(jnp.float64)
+    dtype = jnp.zeros(()).dtype  # float64 when x64 is enabled
+    a, b = flat(estimate).astype(dtype), flat(truth).astype(dtype)
     return {
         "cosine": float(a @ b / (jnp.linalg.norm(a) * jnp.linalg.norm(b))),
         "relative_error": float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b)),

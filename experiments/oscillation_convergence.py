@@ -4,7 +4,8 @@ averaged, started cold (no warm-up), for several period lengths; (b) after one w
 period, the relative error against the period length (the lag of the state behind
 the nudge costs O(1/period^2)).
 
-The MNIST MLP 784-256-256-10, float64, |beta| = 0.4, a batch of MNIST test images.
+The MNIST MLP 784-256-256-10, float64, |beta| = 0.1 (at 0.4 the circle of this
+near-critical network reaches a singularity, see beta_sweep), a batch of MNIST images.
 
     python experiments/oscillation_convergence.py
 """
@@ -24,7 +25,7 @@ def main(argv=None):
     jax.config.update("jax_enable_x64", True)
     p = parser(__doc__)
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--beta", type=float, default=0.4)
+    p.add_argument("--beta", type=float, default=0.1)
     args = p.parse_args(argv)
     hidden = (16, 16) if args.smoke else (256, 256)
     batch = 4 if args.smoke else args.batch
@@ -39,14 +40,17 @@ def main(argv=None):
         g, _ = eqx.filter_jit(ep.gradient)(model, x, y, estimator=est, relaxation=tight)
         return compare(g, truth)
 
-    periods = [10] if args.smoke else [25, 50, 100, 200]
+    periods = [10] if args.smoke else [50, 100, 200, 400]
     counts = [1, 2] if args.smoke else [1, 2, 4, 8, 16]
     cold = {
         p_: [quality(period=p_, num_periods=n, warmup_periods=0) for n in counts] for p_ in periods
     }
-    lengths = [10, 20] if args.smoke else [12, 25, 50, 100, 200, 400, 800]
+    lengths = [10, 20] if args.smoke else [25, 50, 100, 200, 400, 800, 1600]
     warm = [quality(period=p_, num_periods=1, warmup_periods=1) for p_ in lengths]
-    slope = float(np.polyfit(np.log(lengths), np.log([w["relative_error"] for w in warm]), 1)[0])
+    # the asymptotic regime: periods long against the relaxation time of the network
+    tail = slice(-3, None)
+    errors = [w["relative_error"] for w in warm]
+    slope = float(np.polyfit(np.log(lengths[tail]), np.log(errors[tail]), 1)[0])
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.3))
     for colour, (p_, rows) in zip(plt.cm.viridis(np.linspace(0, 0.85, len(periods))), cold.items()):
@@ -60,9 +64,7 @@ def main(argv=None):
         title="cold start: the transient averages out",
     )
     axes[0].legend(fontsize=8)
-    axes[1].loglog(
-        lengths, [w["relative_error"] for w in warm], "o-", label=f"fitted slope {slope:.2f}"
-    )
+    axes[1].loglog(lengths, errors, "o-", label=f"slope over the 3 longest: {slope:.2f}")
     axes[1].set(
         xlabel="period (steps)",
         ylabel="relative error to implicit gradient",
@@ -80,7 +82,7 @@ def main(argv=None):
         "counts": counts,
         "lengths": lengths,
         "warm": warm,
-        "slope_error_vs_period": slope,
+        "slope_error_vs_period_last3": slope,
     }
     save(fig, record, args.out, "oscillation_convergence")
 

@@ -76,12 +76,13 @@ def main(argv=None):
     )
     fig.colorbar(im, ax=ax, label="log10 residual |T(s) - s| (blue: non-finite)")
     circle = np.exp(2j * np.pi * np.linspace(0, 1, 200))
-    for r in (0.4, 1.0):
-        ax.plot(r * circle.real, r * circle.imag, "c--", lw=0.8)
+    for r, style in ((0.4, "c--"), (1.0, "c:")):
+        ax.plot(r * circle.real, r * circle.imag, style, lw=0.9, label=f"|β| = {r}")
+    ax.legend(loc="lower right", fontsize=8)
     ax.set(
         xlabel="Re β",
         ylabel="Im β",
-        title=f"Nudged dynamics after {args.steps} steps, MNIST MLP ({args.resolution}² betas)",
+        title=f"residual after {args.steps} nudged steps\n(MNIST MLP, {args.resolution}² β)",
     )
     converged = float(np.mean(res < 1e-4))
     record = {
