@@ -179,6 +179,7 @@ def load_config_file(path: str | Path, base: TrainConfig | None = None) -> Train
 
 # ------------------------------------------------------------------------- presets
 
+_DIGITS = dict(hidden=(128, 64), epochs=20, batch_size=32, lr=0.1, schedule="cosine", clip_norm=1.0)
 _MNIST = dict(
     dataset="mnist",
     hidden=(256, 256),
@@ -199,30 +200,10 @@ def _presets() -> dict[str, TrainConfig]:
         # criticality (update Jacobian spectral radius near 1), where implicit gradients
         # blow up like 1 / (1 - rho): both clip the gradient norm.
         "digits-hep": base.replace(
-            name="digits-hep",
-            hidden=(128, 64),
-            epochs=20,
-            batch_size=32,
-            lr=0.1,
-            schedule="cosine",
-            clip_norm=1.0,
-            free_steps=60,
-            nudged_steps=20,
-            beta=0.4,
-            num_phases=10,
+            name="digits-hep", free_steps=60, nudged_steps=20, beta=0.4, num_phases=10, **_DIGITS
         ),
         "digits-bp": base.replace(
-            name="digits-bp",
-            hidden=(128, 64),
-            epochs=20,
-            batch_size=32,
-            lr=0.1,
-            schedule="cosine",
-            clip_norm=1.0,
-            estimator="implicit",
-            free_steps=300,
-            rtol=1e-4,
-            atol=1e-4,
+            name="digits-bp", estimator="implicit", free_steps=300, rtol=1e-4, atol=1e-4, **_DIGITS
         ),
         # Table 1 of Laborieux & Zenke (2022), 784-256-256-10 MLP
         "mnist-hep": base.replace(

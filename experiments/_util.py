@@ -47,6 +47,17 @@ def mlp(num_features: int, hidden, classes: int, seed: int, dtype=jnp.float32, s
     )
 
 
+def problem(args, batch: int, smoke_batch: int, dtype=jnp.float32):
+    """The reference problem of the figures: the MNIST MLP 784-256-256-10 at its default
+    initialisation on `batch` test images (smoke: a 16-16 MLP on `smoke_batch` digits)."""
+    hidden = (16, 16) if args.smoke else (256, 256)
+    x, y, _ = images(
+        None if args.smoke else args.data_dir, smoke_batch if args.smoke else batch, args.seed
+    )
+    model = mlp(x.shape[1], hidden, 10, args.seed, dtype=dtype)
+    return model, x.astype(dtype), y, hidden
+
+
 def flat(tree):
     return jnp.concatenate([jnp.ravel(v) for v in jax.tree_util.tree_leaves(tree)])
 

@@ -18,7 +18,7 @@ import numpy as np
 
 import eqx_eqprop as ep
 
-from _util import compare, images, mlp, parser, save
+from _util import compare, parser, problem, save
 
 
 def main(argv=None):
@@ -26,11 +26,8 @@ def main(argv=None):
     p = parser(__doc__)
     p.add_argument("--batch", type=int, default=32)
     args = p.parse_args(argv)
-    hidden = (16, 16) if args.smoke else (256, 256)
-    batch = 8 if args.smoke else args.batch
-    x, y, _ = images(None if args.smoke else args.data_dir, batch, args.seed)
-    x = x.astype(jnp.float64)
-    model = mlp(x.shape[1], hidden, 10, args.seed, dtype=jnp.float64)
+    model, x, y, hidden = problem(args, args.batch, 8, jnp.float64)
+    batch = x.shape[0]
     tight = ep.FixedPointRelaxation(20000, 1e-11, 1e-11)
     truth, info = ep.gradient(model, x, y, estimator=ep.ImplicitDifferentiation(), relaxation=tight)
     radius = float(jnp.max(ep.update_spectral_radius(model, x, info.free_state)))

@@ -19,7 +19,7 @@ import numpy as np
 
 import eqx_eqprop as ep
 
-from _util import compare, images, mlp, parser, save
+from _util import compare, parser, problem, save
 
 
 def main(argv=None):
@@ -27,11 +27,10 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--draws", type=int, default=5)
     args = p.parse_args(argv)
-    hidden = (16, 16) if args.smoke else (256, 256)
-    batch, draws = (8, 1) if args.smoke else (args.batch, args.draws)
+    draws = 1 if args.smoke else args.draws
     free_steps, nudged_steps = (40, 10) if args.smoke else (200, 50)
-    x, y, _ = images(None if args.smoke else args.data_dir, batch, args.seed)
-    model = mlp(x.shape[1], hidden, 10, args.seed)
+    model, x, y, hidden = problem(args, args.batch, 8)
+    batch = x.shape[0]
     truth, _ = ep.gradient(
         model,
         x,

@@ -18,7 +18,7 @@ import numpy as np
 
 import eqx_eqprop as ep
 
-from _util import compare, images, mlp, parser, save
+from _util import compare, parser, problem, save
 
 
 def main(argv=None):
@@ -27,11 +27,8 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--beta", type=float, default=0.1)
     args = p.parse_args(argv)
-    hidden = (16, 16) if args.smoke else (256, 256)
-    batch = 4 if args.smoke else args.batch
-    x, y, _ = images(None if args.smoke else args.data_dir, batch, args.seed)
-    x = x.astype(jnp.float64)
-    model = mlp(x.shape[1], hidden, 10, args.seed, dtype=jnp.float64)
+    model, x, y, hidden = problem(args, args.batch, 4, jnp.float64)
+    batch = x.shape[0]
     tight = ep.FixedPointRelaxation(20000, 1e-11, 1e-11)
     truth, _ = ep.gradient(model, x, y, estimator=ep.ImplicitDifferentiation(), relaxation=tight)
 
