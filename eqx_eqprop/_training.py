@@ -1,6 +1,7 @@
 """Training: a jit-compiled step for any estimator and optax optimiser, evaluation,
 metrics (JSONL), atomic resumable checkpoints, and a progress bar."""
 
+import io
 import json
 import math
 import os
@@ -125,8 +126,6 @@ def save_checkpoint(run_dir: Path, model, opt_state, key, progress: dict, histor
     """Model, optimiser state and RNG key (one Equinox leaf file), then the progress and
     metrics history (JSON). Each file is replaced atomically; the JSON is written last
     and names the state it belongs to, so a crash between the two is detected."""
-    import io
-
     buffer = io.BytesIO()
     eqx.tree_serialise_leaves(buffer, (model, opt_state, jax.random.key_data(key)))
     state_name = f"state-{progress['step']:09d}.eqx"

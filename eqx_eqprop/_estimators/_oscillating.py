@@ -77,10 +77,6 @@ class OscillatingEP(AbstractEstimator):
         if not 0 < self.dt <= 1:
             raise ValueError(f"OscillatingEP: dt must be in (0, 1], got {self.dt!r}.")
 
-    def nudge(self, step) -> Array:
-        """`beta(t)` at integer step `t` (complex)."""
-        return self.beta * jnp.exp(2j * math.pi * self._position(step))
-
     def _stepper(self, model, x, y, relaxation, cost, key):
         """`step(t, s) -> (s_next, beta_t)` for a batch of complex states."""
         _require_holomorphic(model, cost, "OscillatingEP")
