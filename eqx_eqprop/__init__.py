@@ -8,11 +8,13 @@ from ._activations import (
     SiLU as SiLU,
     SmoothClip as SmoothClip,
 )
+from ._config import PRESETS as PRESETS, TrainConfig as TrainConfig, get_preset as get_preset
 from ._costs import (
     AbstractCost as AbstractCost,
     CrossEntropy as CrossEntropy,
     SquaredError as SquaredError,
 )
+from ._data import Dataset as Dataset, load_dataset as load_dataset
 from ._diagnostics import update_spectral_radius as update_spectral_radius
 from ._estimators import (
     BPTT as BPTT,
@@ -41,5 +43,11 @@ from ._relaxation import (
     SDERelaxation as SDERelaxation,
 )
 from ._results import RESULTS as RESULTS
+from ._training import (
+    TrainingDiverged as TrainingDiverged,
+    load_trained_model as load_trained_model,
+    make_train_step as make_train_step,
+    train as train,
+)
 
 __version__ = "0.1.0"
