@@ -58,6 +58,15 @@ def problem(args, batch: int, smoke_batch: int, dtype=jnp.float32):
     return model, x.astype(dtype), y, hidden
 
 
+TIGHT = ep.FixedPointRelaxation(20000, 1e-11, 1e-11)  # float64 reference relaxation
+
+
+def reference_gradient(model, x, y, relaxation=TIGHT):
+    """The ground truth of the figures: the implicit gradient at a tightly converged free
+    equilibrium, with the free phase's info (for the spectral radius)."""
+    return ep.gradient(model, x, y, estimator=ep.ImplicitDifferentiation(), relaxation=relaxation)
+
+
 def flat(tree):
     return jnp.concatenate([jnp.ravel(v) for v in jax.tree_util.tree_leaves(tree)])
 

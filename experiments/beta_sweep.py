@@ -18,7 +18,7 @@ import numpy as np
 
 import eqx_eqprop as ep
 
-from _util import compare, parser, problem, save
+from _util import TIGHT, compare, parser, problem, reference_gradient, save
 
 
 def main(argv=None):
@@ -28,13 +28,12 @@ def main(argv=None):
     args = p.parse_args(argv)
     model, x, y, hidden = problem(args, args.batch, 8, jnp.float64)
     batch = x.shape[0]
-    tight = ep.FixedPointRelaxation(20000, 1e-11, 1e-11)
-    truth, info = ep.gradient(model, x, y, estimator=ep.ImplicitDifferentiation(), relaxation=tight)
+    truth, info = reference_gradient(model, x, y)
     radius = float(jnp.max(ep.update_spectral_radius(model, x, info.free_state)))
 
     @eqx.filter_jit
     def estimate(est):
-        g, info = ep.gradient(model, x, y, estimator=est, relaxation=tight, throw=False)
+        g, info = ep.gradient(model, x, y, estimator=est, relaxation=TIGHT, throw=False)
         return g, info.error_estimate, info.result == ep.RESULTS.successful
 
     def run(est):

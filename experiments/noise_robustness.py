@@ -19,7 +19,7 @@ import numpy as np
 
 import eqx_eqprop as ep
 
-from _util import compare, parser, problem, save
+from _util import compare, parser, problem, reference_gradient, save
 
 
 def main(argv=None):
@@ -31,13 +31,7 @@ def main(argv=None):
     free_steps, nudged_steps = (40, 10) if args.smoke else (200, 50)
     model, x, y, hidden = problem(args, args.batch, 8)
     batch = x.shape[0]
-    truth, _ = ep.gradient(
-        model,
-        x,
-        y,
-        estimator=ep.ImplicitDifferentiation(),
-        relaxation=ep.FixedPointRelaxation(5000, 1e-6, 1e-6),
-    )
+    truth, _ = reference_gradient(model, x, y, ep.FixedPointRelaxation(5000, 1e-6, 1e-6))  # float32
     levels = [0.0, 0.04] if args.smoke else [0.0, 0.005, 0.01, 0.02, 0.04, 0.08]
     period = 20 if args.smoke else 200  # several relaxation times of this network
     estimators = {  # (the smoke run keeps the first and the third)

@@ -18,7 +18,7 @@ import numpy as np
 
 import eqx_eqprop as ep
 
-from _util import compare, parser, problem, save
+from _util import TIGHT, compare, parser, problem, reference_gradient, save
 
 
 def main(argv=None):
@@ -29,12 +29,11 @@ def main(argv=None):
     args = p.parse_args(argv)
     model, x, y, hidden = problem(args, args.batch, 4, jnp.float64)
     batch = x.shape[0]
-    tight = ep.FixedPointRelaxation(20000, 1e-11, 1e-11)
-    truth, _ = ep.gradient(model, x, y, estimator=ep.ImplicitDifferentiation(), relaxation=tight)
+    truth, _ = reference_gradient(model, x, y)
 
     def quality(**kw):
         est = ep.OscillatingEP(args.beta, **kw)
-        g, _ = eqx.filter_jit(ep.gradient)(model, x, y, estimator=est, relaxation=tight)
+        g, _ = eqx.filter_jit(ep.gradient)(model, x, y, estimator=est, relaxation=TIGHT)
         return compare(g, truth)
 
     periods = [10] if args.smoke else [50, 100, 200, 400]
