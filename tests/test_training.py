@@ -75,6 +75,26 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path, digits):
     assert [strip(h) for h in whole["history"]] == [strip(h) for h in resumed["history"]]
 
 
+def test_killed_and_resumed_noisy_run_is_bit_identical(tmp_path, digits):
+    # noisy dynamics draw from per-step keys: those must resume exactly too
+    changes = dict(noise=0.04, epochs=1)
+    whole = train(
+        small(tmp_path, name="whole", **changes), data=digits, progress=False, verbose=False
+    )
+    cfg = small(tmp_path, name="killed", **changes)
+    train(cfg, data=digits, progress=False, verbose=False, stop_after_steps=7)
+    resumed = train(cfg, data=digits, progress=False, verbose=False)
+    for a, b in zip(_leaves(whole["model"]), _leaves(resumed["model"])):
+        np.testing.assert_array_equal(a, b)
+    other = train(
+        small(tmp_path, name="other-seed", seed=1, **changes),
+        data=digits,
+        progress=False,
+        verbose=False,
+    )
+    assert not np.array_equal(_leaves(whole["model"])[0], _leaves(other["model"])[0])
+
+
 def test_resume_refuses_a_different_configuration(tmp_path, digits):
     train(small(tmp_path, epochs=1), data=digits, progress=False, verbose=False)
     with pytest.raises(ValueError, match="different configuration.*lr"):
