@@ -27,11 +27,17 @@ import eqx_eqprop as ep
 SIZES = (784, 256, 256, 10)
 
 
-def make_step(estimator, relaxation, optimiser, with_estimate=False):
+def make_step(estimator, relaxation, nudged_relaxation, optimiser, with_estimate=False):
     @eqx.filter_jit
     def step(model, opt_state, x, y):
         grads, info = ep.gradient(
-            model, x, y, estimator=estimator, relaxation=relaxation, throw=False
+            model,
+            x,
+            y,
+            estimator=estimator,
+            relaxation=relaxation,
+            nudged_relaxation=nudged_relaxation,
+            throw=False,
         )
         updates, opt_state = optimiser.update(grads, opt_state)
         # XLA drops the aliasing-error estimate unless it is returned
@@ -105,16 +111,12 @@ def main():
 
     dtype = jnp.float32
     model = ep.EnergyMLP(SIZES, dtype=dtype, key=jax.random.key(0))
-    estimator = ep.HolomorphicEP(
-        args.beta,
-        args.num_phases,
-        nudged_relaxation=ep.FixedPointRelaxation(args.nudged_steps, None, None),
-        error_tolerance=None,
-    )
+    estimator = ep.HolomorphicEP(args.beta, args.num_phases, error_tolerance=None)
     relaxation = ep.FixedPointRelaxation(args.free_steps, None, None)
+    nudged = ep.FixedPointRelaxation(args.nudged_steps, None, None)
     optimiser = optax.sgd(0.05)
     opt_state = optimiser.init(eqx.filter(model, eqx.is_inexact_array))
-    step = make_step(estimator, relaxation, optimiser, args.with_error_estimate)
+    step = make_step(estimator, relaxation, nudged, optimiser, args.with_error_estimate)
     keys = jax.random.split(jax.random.key(1), 2)
     x = jax.random.uniform(keys[0], (args.batch, SIZES[0]), dtype)
     y = jax.random.randint(keys[1], (args.batch,), 0, SIZES[-1])

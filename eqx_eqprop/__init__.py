@@ -8,7 +8,6 @@ from ._activations import (
     SiLU as SiLU,
     SmoothClip as SmoothClip,
 )
-from ._config import PRESETS as PRESETS, TrainConfig as TrainConfig, get_preset as get_preset
 from ._costs import (
     AbstractCost as AbstractCost,
     CrossEntropy as CrossEntropy,
@@ -18,23 +17,36 @@ from ._data import Dataset as Dataset, load_dataset as load_dataset
 from ._diagnostics import update_spectral_radius as update_spectral_radius
 from ._estimators import (
     BPTT as BPTT,
+    AbstractEstimator as AbstractEstimator,
+    AbstractGradientInfo as AbstractGradientInfo,
+    AbstractPhaseEstimator as AbstractPhaseEstimator,
+    AdjointInfo as AdjointInfo,
     ClassicEP as ClassicEP,
+    GradientInfo as GradientInfo,
     HolomorphicEP as HolomorphicEP,
     ImplicitDifferentiation as ImplicitDifferentiation,
     OscillatingEP as OscillatingEP,
+    PhaseInfo as PhaseInfo,
     RecurrentBackprop as RecurrentBackprop,
     SymmetricEP as SymmetricEP,
 )
 from ._gradient import (
-    AbstractEstimator as AbstractEstimator,
-    GradientInfo as GradientInfo,
     equilibrium_loss as equilibrium_loss,
-    free_phase as free_phase,
     gradient as gradient,
+    gradient_step as gradient_step,
     nudged_phase as nudged_phase,
     predict as predict,
 )
-from ._models import AbstractEnergyModel as AbstractEnergyModel, EnergyMLP as EnergyMLP
+from ._inference import free_phase as free_phase
+from ._layers import Dense as Dense
+from ._models import (
+    AbstractDynamics as AbstractDynamics,
+    AbstractEnergyModel as AbstractEnergyModel,
+    AbstractModel as AbstractModel,
+    Dynamics as Dynamics,
+    EnergyMLP as EnergyMLP,
+    Nudge as Nudge,
+)
 from ._relaxation import (
     AbstractRelaxation as AbstractRelaxation,
     FixedPointRelaxation as FixedPointRelaxation,
@@ -44,9 +56,16 @@ from ._relaxation import (
 )
 from ._results import RESULTS as RESULTS
 from ._training import (
+    PRESETS as PRESETS,
+    Hook as Hook,
+    TrainConfig as TrainConfig,
     TrainingDiverged as TrainingDiverged,
+    TrainState as TrainState,
+    get_preset as get_preset,
     load_trained_model as load_trained_model,
     make_train_step as make_train_step,
+    preset_names as preset_names,
+    register as register,
     train as train,
 )
 

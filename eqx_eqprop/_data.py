@@ -262,3 +262,21 @@ def eval_batches(x: np.ndarray, y: np.ndarray, batch_size: int):
             xb = np.concatenate([xb, np.repeat(xb[:1], fill, 0)])
             yb = np.concatenate([yb, np.repeat(yb[:1], fill, 0)])
         yield xb, yb, n
+
+
+def check_dataset(data: Dataset) -> None:
+    """The checks `gradient` makes at run time, made once on the host for a whole
+    dataset: finite inputs, one integer label per sample, labels in range."""
+    for split in ("train", "test"):
+        x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
+        if len(x) != len(y):
+            raise ValueError(f"{data.name}: {len(x)} {split} inputs but {len(y)} labels.")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise TypeError(f"{data.name}: {split} labels must be integers, got {y.dtype}.")
+        if len(y) and (y.min() < 0 or y.max() >= data.num_classes):
+            raise ValueError(
+                f"{data.name}: {split} labels must lie in [0, {data.num_classes}), found "
+                f"{y.min()}..{y.max()}."
+            )
+        if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
+            raise ValueError(f"{data.name}: the {split} inputs contain NaN or inf values.")

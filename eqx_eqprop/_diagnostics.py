@@ -6,13 +6,12 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, Real
 
-from ._models import AbstractEnergyModel
-from ._models._base import State, free_update
+from ._models import AbstractModel, Dynamics, State
 
 
 @eqx.filter_jit
 def update_spectral_radius(
-    model: AbstractEnergyModel, x: Float[Array, "batch ..."], s: State
+    model: AbstractModel, x: Float[Array, "batch ..."], s: State
 ) -> Real[Array, " batch"]:
     """Spectral radius of the free update Jacobian `dT/ds` at states `s` (`(batch, ...)`,
     e.g. `info.free_state`), per sample.
@@ -26,8 +25,8 @@ def update_spectral_radius(
 
     def one(xi, si):
         flat, unravel = ravel_pytree(si)
-        args = (model, model.drive(xi))
-        jac = jax.jacfwd(lambda v: ravel_pytree(free_update(unravel(v), args))[0])(flat)
+        dynamics = Dynamics(model, model.drive(xi))
+        jac = jax.jacfwd(lambda v: ravel_pytree(dynamics(unravel(v)))[0])(flat)
         return jnp.max(jnp.abs(jnp.linalg.eigvals(jac)))
 
     return jax.vmap(one)(x, s)

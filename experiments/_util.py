@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 import eqx_eqprop as ep  # noqa: E402
-from eqx_eqprop._data import has_idx_files, load_digits, load_idx_directory  # noqa: E402
+from eqx_eqprop.internal import has_idx_files, load_digits, load_idx_directory  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MNIST = ROOT.parent / "shared" / "data" / "mnist"

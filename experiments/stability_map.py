@@ -19,7 +19,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import eqx_eqprop as ep
-from eqx_eqprop._training import load_trained_model
 
 from _util import images, mlp, parser, save
 
@@ -56,7 +55,7 @@ def main(argv=None):
     x, y, _ = images(None if args.smoke else args.data_dir, 1, args.seed)
     model = mlp(x.shape[1], (256, 256), 10, args.seed)
     if args.checkpoint:
-        model = load_trained_model(args.checkpoint)
+        model = ep.load_trained_model(args.checkpoint)
     axis = np.linspace(-args.extent, args.extent, args.resolution)
     betas = jnp.asarray(axis[None, :] + 1j * axis[::-1, None], jnp.complex64)  # rows: Im descending
     start = time.perf_counter()

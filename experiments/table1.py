@@ -9,7 +9,7 @@ and writes a markdown table: test accuracy at the last epoch and the best epoch
 
     python experiments/table1.py --data-dir ../shared/data/mnist \\
         --presets mnist-hep mnist-classic-0.1 --seeds 0 1 2 --epochs 50
-    python experiments/table1.py --presets mnist-hep --epochs 1 --set batch_size=100
+    python experiments/table1.py --presets mnist-hep --epochs 1 --set data.batch_size=100
 """
 
 import argparse
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import jax
 
-from eqx_eqprop._config import PRESETS, config_from_mapping, get_preset
-from eqx_eqprop._training import train
+import eqx_eqprop as ep
+from eqx_eqprop.internal import parse_setting
 
-TABLE1 = [name for name in PRESETS if name.startswith("mnist-") and "fast" not in name]
+TABLE1 = [n for n in ep.preset_names() if n.startswith("mnist-") and "fast" not in n]
 
 
 def _mean_std(values: list[float]) -> str:
@@ -50,15 +50,17 @@ def markdown(rows: dict, args) -> str:
         last = [h[-1]["test_top1"] for _, h in runs]
         best = [max(e["test_top1"] for e in h) for _, h in runs]
         seconds = [e["seconds"] for _, h in runs for e in h]
+        est = cfg.estimator
         estimator = {
-            "hep": f"hEP N={cfg.num_phases}, \\|β\\|={cfg.beta}",
-            "classic": f"EP β={cfg.beta}",
-            "symmetric": f"symmetric EP β={cfg.beta}",
-            "oscillating": f"continuous hEP \\|β\\|={cfg.beta}, period {cfg.period}",
+            "hep": f"hEP N={est.get('num_phases')}, \\|β\\|={est.get('beta')}",
+            "classic": f"EP β={est.get('beta')}",
+            "symmetric": f"symmetric EP β={est.get('beta')}",
+            "oscillating": f"continuous hEP \\|β\\|={est.get('beta')}, period {est.get('period')}",
             "implicit": "implicit (BP)",
-        }.get(cfg.estimator, cfg.estimator)
+        }.get(est["kind"], est["kind"])
+        noise = cfg.relaxation.get("noise", 0.0)
         lines.append(
-            f"| {name} | {estimator} | {cfg.noise} | {len(runs)} | {len(runs[0][1])} | "
+            f"| {name} | {estimator} | {noise} | {len(runs)} | {len(runs[0][1])} | "
             f"{_mean_std(last)} | {_mean_std(best)} | {statistics.fmean(seconds):.0f} |"
         )
     lines += [
@@ -77,30 +79,36 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, help="override the presets' epochs")
     p.add_argument("--data-dir", default="../shared/data/mnist")
     p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run"
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override for every run",
     )
     p.add_argument("--runs-dir", default="runs/table1")
     p.add_argument("--output", default="experiments/results/table1.md")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
 
-    overrides = dict(item.split("=", 1) for item in args.set)
+    overrides = dict(parse_setting(item) for item in args.set)
     rows: dict = {}
     for name in args.presets:
         rows[name] = []
         for seed in args.seeds:
-            cfg = get_preset(name)
+            cfg = ep.get_preset(name)
             changes = {
                 **overrides,
-                "seed": seed,
-                "data_dir": args.data_dir,
-                "out_dir": f"{args.runs_dir}/{{name}}/seed{{seed}}",
+                "loop.seed": seed,
+                "loop.out_dir": f"{args.runs_dir}/{{name}}/seed{{seed}}",
             }
+            if cfg.data["kind"] in ("mnist", "fashion_mnist"):
+                changes["data.data_dir"] = args.data_dir
             if args.epochs:
-                changes["epochs"] = args.epochs
-            cfg = config_from_mapping(changes, cfg)
+                changes["loop.epochs"] = args.epochs
+            for key, value in changes.items():
+                cfg = cfg.set(key, value)
             start = time.perf_counter()
-            result = train(cfg, progress=not args.no_progress)
+            result = ep.train(cfg, progress=not args.no_progress)
             print(
                 f"{name} seed {seed}: test top-1 {result['final']['test_top1']:.4f} "
                 f"({time.perf_counter() - start:.0f} s)",

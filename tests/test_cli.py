@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from eqx_eqprop._cli import main
+import eqx_eqprop as ep
+from eqx_eqprop.internal import cli_main as main
 
 
 def test_list_presets(capsys):
@@ -20,11 +21,13 @@ def test_list_presets(capsys):
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["--preset", "nope"], "unknown preset 'nope'; valid: digits-hep"),
-        (["--dataset", "svhn"], "unknown dataset 'svhn'; valid: digits, mnist"),
+        (["--preset", "nope"], "unknown preset 'nope'; valid: digits-bp, digits-hep"),
+        (["--dataset", "svhn"], "unknown data 'svhn'; valid: digits, mnist"),
         (["--estimator", "ep"], "unknown estimator 'ep'; valid: hep, classic"),
         (["--set", "betta=0.1"], "unknown setting 'betta'"),
-        (["--set", "beta"], "--set takes KEY=VALUE"),
+        (["--set", "estimator.betta=0.1"], "estimator 'hep' takes no argument 'betta'"),
+        (["--set", "beta"], "--set takes SECTION.KEY=VALUE"),
+        (["--set", "optimizer.lr=-1"], "optimizer.lr must be finite and non-negative"),
     ],
 )
 def test_bad_names_list_the_valid_ones(argv, message, capsys):
@@ -44,13 +47,13 @@ def test_a_small_run_from_flags(tmp_path, capsys):
         "--batch-size",
         "128",
         "--set",
-        "hidden=16",
+        "model.hidden=[16]",
         "--set",
-        "free_steps=10",
+        "relaxation.max_steps=10",
         "--set",
-        "nudged_steps=5",
+        "nudged_relaxation.max_steps=5",
         "--set",
-        "num_phases=3",
+        "estimator.num_phases=3",
         "--out",
         str(out),
         "--no-progress",
@@ -58,8 +61,20 @@ def test_a_small_run_from_flags(tmp_path, capsys):
     assert main(argv) == 0
     assert "test top-1" in capsys.readouterr().out
     config = json.loads((out / "config.json").read_text())
-    assert config["hidden"] == [16] and config["num_phases"] == 3
+    assert config["model"]["hidden"] == [16] and config["estimator"]["num_phases"] == 3
+    assert config["nudged_relaxation"]["max_steps"] == 5
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_show_config_prints_toml_that_reads_back(tmp_path, capsys):
+    argv = ["--preset", "mnist-hep-noise", "--set", "estimator.beta=0.2", "--show-config"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    path = tmp_path / "run.toml"
+    path.write_text(text)
+    cfg = ep.TrainConfig.from_file(path)
+    assert cfg == ep.get_preset("mnist-hep-noise").set("estimator.beta", 0.2)
+    assert cfg.nudged_relaxation["noise"] == 0.04
 
 
 def test_python_dash_m_entry_point():

@@ -35,7 +35,7 @@ def test_structure_dtype_jit_vmap(name, dtype):
     for g, p in zip(jtu.tree_leaves(grads), jtu.tree_leaves(params)):
         assert g.shape == p.shape and g.dtype == p.dtype == dtype
         assert bool(jnp.all(jnp.isfinite(g)))
-    assert float(jnp.linalg.norm(grads.weights[0])) > 0  # not silently zero
+    assert float(jnp.linalg.norm(grads.layers[0].weight)) > 0  # not silently zero
     assert info.loss.dtype == dtype
     assert all(v.dtype == dtype for v in info.free_state)
     assert info.free_stats.residual.shape == (4,)

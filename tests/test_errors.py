@@ -81,7 +81,7 @@ def test_non_holomorphic_activation_is_refused_by_complex_phases():
         ep.gradient(model, x, y, estimator=HEP)
     # real-phase estimators are fine with it
     grads, _ = ep.gradient(model, x, y, estimator=ep.SymmetricEP(0.05, error_tolerance=None))
-    assert bool(jnp.all(jnp.isfinite(grads.weights[0])))
+    assert bool(jnp.all(jnp.isfinite(grads.layers[0].weight)))
 
 
 def test_wrong_strategy_types(small):

@@ -95,7 +95,7 @@ def test_sde_relaxation_is_reproducible_and_tends_to_the_ode():
     est = ep.ClassicEP(0.1)
     g1, i1 = ep.gradient(model, x, y, estimator=est, relaxation=sde, key=jax.random.key(0))
     g2, _ = ep.gradient(model, x, y, estimator=est, relaxation=sde, key=jax.random.key(0))
-    np.testing.assert_array_equal(g1.weights[0], g2.weights[0])
+    np.testing.assert_array_equal(g1.layers[0].weight, g2.layers[0].weight)
     deviation = [float(jnp.std(a - b)) for a, b in zip(i1.free_state, info.free_state)]
     assert 0.005 < max(deviation) < 0.1  # noise of the size asked for, no blow-up
     with pytest.raises(ValueError, match="pass key="):

@@ -17,8 +17,6 @@ from .helpers import TIGHT, implicit_gradient, problem
 
 def raw(model):
     """(weights, biases, readout weight, readout bias) as plain arrays."""
-    if hasattr(model, "weights"):  # the layout before the restructuring
-        return list(model.weights), list(model.biases), model.readout_weight, model.readout_bias
     return (
         [layer.weight for layer in model.layers],
         [layer.bias for layer in model.layers],
@@ -36,17 +34,21 @@ def logit(s):
     return (jnp.log(s / (1 - s)) + 2) / 4
 
 
-def pre_activation(model, x, s):
+def _pre(weights, biases, x, s):
     """`dPhi/ds` of the layered MLP by hand: W_{l-1} s_{l-1} + b_{l-1} + W_l^T s_{l+1}."""
-    ws, bs, _, _ = raw(model)
     below = [x, *s[:-1]]
     out = []
     for layer in range(len(s)):
-        h = ws[layer] @ below[layer] + bs[layer]
+        h = weights[layer] @ below[layer] + biases[layer]
         if layer + 1 < len(s):
-            h = h + ws[layer + 1].T @ s[layer + 1]
+            h = h + weights[layer + 1].T @ s[layer + 1]
         out.append(h)
     return out
+
+
+def pre_activation(model, x, s):
+    ws, bs, _, _ = raw(model)
+    return _pre(ws, bs, x, s)
 
 
 def test_one_noisy_step_adds_the_noise_inside_the_activation():
@@ -96,14 +98,7 @@ def _hand_unrolled_loss(weights, biases, w_out, b_out, x, y, steps):
     def one(xi, yi):
         s = [jnp.zeros(b.shape, b.dtype) for b in biases]
         for _ in range(steps):
-            below = [xi, *s[:-1]]
-            new = []
-            for layer in range(len(s)):
-                h = weights[layer] @ below[layer] + biases[layer]
-                if layer + 1 < len(s):
-                    h = h + weights[layer + 1].T @ s[layer + 1]
-                new.append(sigmoid(h))
-            s = new
+            s = [sigmoid(p) for p in _pre(weights, biases, xi, s)]
         logits = w_out @ s[-1] + b_out
         return jax.nn.logsumexp(logits) - logits[yi]
 
@@ -144,6 +139,4 @@ def test_readout_bias_enters_the_logits_and_the_gradient():
 
 
 def _with_readout_bias(model, bias):
-    if hasattr(model, "readout_bias"):
-        return eqx.tree_at(lambda m: m.readout_bias, model, bias.astype(model.dtype))
     return eqx.tree_at(lambda m: m.readout_layer.bias, model, bias.astype(model.dtype))

@@ -13,7 +13,7 @@ def test_readme_python_example_runs():
     exec(compile(blocks[0], "README.md", "exec"), namespace)  # noqa: S102
     info = namespace["info"]
     assert float(info.error_estimate) < 0.05
-    assert namespace["truth"].weights[0].shape == (256, 784)
+    assert namespace["truth"].layers[0].weight.shape == (256, 784)
 
 
 def test_readme_commands_are_the_ci_commands():

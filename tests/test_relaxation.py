@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 import eqx_eqprop as ep
-from eqx_eqprop._misc import complex_dtype, tree_astype
-from eqx_eqprop._models._base import free_update, nudged_update
+from eqx_eqprop.internal import complex_dtype, tree_astype
 
 from .helpers import TIGHT, TIGHT_ODE, problem
 
@@ -21,10 +20,8 @@ def relax_batch(relaxation, model, x, y, beta):
 
     def one(xi, yi):
         s0 = tree_astype(model.init_state(), dtype)
-        if beta is None:
-            return relaxation.relax(free_update, s0, (model, model.drive(xi)))
-        args = (model, model.drive(xi), beta, yi, ep.CrossEntropy())
-        return relaxation.relax(nudged_update, s0, args)
+        nudge = None if beta is None else ep.Nudge(beta, yi, ep.CrossEntropy())
+        return relaxation.relax(ep.Dynamics(model, model.drive(xi), nudge), s0)
 
     return jax.jit(jax.vmap(one))(x, y)
 
@@ -52,7 +49,7 @@ def test_fixed_point_and_ode_reach_the_same_equilibrium(beta):
 def test_equilibrium_is_a_fixed_point_of_the_update():
     model, x, y = problem(seed=4)
     s, _ = relax_batch(TIGHT, model, x, y, None)
-    t = jax.vmap(lambda si, xi: free_update(si, (model, model.drive(xi))))(s, x)
+    t = jax.vmap(lambda si, xi: ep.Dynamics(model, model.drive(xi))(si))(s, x)
     for a, b in zip(s, t):
         np.testing.assert_allclose(a, b, atol=1e-13)
 
@@ -70,7 +67,7 @@ def test_fixed_steps_mode_runs_exactly_max_steps():
     def manual(xi):
         s = model.init_state()
         for _ in range(7):
-            s = free_update(s, (model, model.drive(xi)))
+            s = ep.Dynamics(model, model.drive(xi))(s)
         return s
 
     for a, b in zip(s, jax.vmap(manual)(x)):

@@ -1,4 +1,16 @@
-from ._ep import ClassicEP as ClassicEP, HolomorphicEP as HolomorphicEP, SymmetricEP as SymmetricEP
+from ._base import (
+    AbstractEstimator as AbstractEstimator,
+    AbstractGradientInfo as AbstractGradientInfo,
+    AdjointInfo as AdjointInfo,
+    GradientInfo as GradientInfo,
+    PhaseInfo as PhaseInfo,
+)
+from ._ep import (
+    AbstractPhaseEstimator as AbstractPhaseEstimator,
+    ClassicEP as ClassicEP,
+    HolomorphicEP as HolomorphicEP,
+    SymmetricEP as SymmetricEP,
+)
 from ._oscillating import OscillatingEP as OscillatingEP
 from ._reference import (
     BPTT as BPTT,

@@ -9,18 +9,13 @@ import jax.tree_util as jtu
 from jaxtyping import Array
 
 from .._costs import CrossEntropy
-from .._gradient import (
-    AbstractEstimator,
-    GradientInfo,
-    check_inputs,
-    combine_results,
-    mean_cost,
-    sample_keys,
-)
-from .._misc import complex_dtype, tree_astype
-from .._models._base import energy, free_update, update
-from .._relaxation import relaxation_stats
-from ._ep import _as_beta, _check_beta, _require_holomorphic
+from .._inference import check_inputs, mean_cost
+from .._misc import complex_dtype, sample_keys, tree_astype
+from .._models import Dynamics, Nudge
+from .._relaxation import FixedPointRelaxation, relaxation_stats
+from .._results import RESULTS, combine_results
+from ._base import AbstractEstimator, GradientInfo
+from ._ep import beta_field, require_energy_model, require_holomorphic
 
 
 class OscillatingEP(AbstractEstimator):
@@ -32,12 +27,13 @@ class OscillatingEP(AbstractEstimator):
 
     The dynamics are `s <- (1 - dt) s + dt T_beta(s)`: `dt = 1` is the synchronous
     discrete-time update, `dt < 1` the forward-Euler integration of
-    `ds/dt = T_beta(s) - s` (a period then lasts `period * dt` time units). Noise and
-    its level come from the relaxation passed to `gradient` (`FixedPointRelaxation(noise=...)`).
+    `ds/dt = T_beta(s) - s` (a period then lasts `period * dt` time units). The noise
+    of each step is the relaxation's (`FixedPointRelaxation(noise=...)`, through its
+    `step_noise`); nothing else of the relaxation is used.
 
     - `beta`: the radius |beta| > 0.
     - `period`: steps per rotation; slow rotations (long periods) let the state track
-      `s*_beta(t)`, and the error shrinks like 1 / period.
+      `s*_beta(t)`, and the error shrinks like 1 / period^2.
     - `num_periods`: periods averaged over; `warmup_periods`: periods run first from
       `model.init_state()`, not averaged.
     - `num_blocks`: `None` rotates continuously; `N` holds beta piecewise constant
@@ -48,7 +44,7 @@ class OscillatingEP(AbstractEstimator):
     close to the free equilibrium), and `info.loss` the cost there.
     """
 
-    beta: Array = eqx.field(converter=_as_beta)
+    beta: Array = beta_field("OscillatingEP")
     period: int = eqx.field(static=True, default=100)
     num_periods: int = eqx.field(static=True, default=1)
     warmup_periods: int = eqx.field(static=True, default=1)
@@ -56,7 +52,6 @@ class OscillatingEP(AbstractEstimator):
     dt: float = eqx.field(static=True, default=1.0)
 
     def __check_init__(self):
-        _check_beta(self.beta, "OscillatingEP", positive=True)
         for name in ("period", "num_periods"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -79,28 +74,20 @@ class OscillatingEP(AbstractEstimator):
 
     def _stepper(self, model, x, y, relaxation, cost, key):
         """`step(t, s) -> (s_next, beta_t)` for a batch of complex states."""
-        _require_holomorphic(model, cost, "OscillatingEP")
+        require_energy_model(model, "OscillatingEP")
+        require_holomorphic(model, cost, "OscillatingEP")
         cdtype = complex_dtype(model.dtype)
-        noise = getattr(relaxation, "noise", 0.0)
         frozen = jax.lax.stop_gradient(model)
         drives = jax.lax.stop_gradient(jax.vmap(model.drive)(x))
-        keys = sample_keys(key, 0, x.shape[0]) if noise else None
+        keys = sample_keys(key, 0, x.shape[0]) if relaxation.noisy else None
         beta = jnp.asarray(self.beta).astype(model.dtype)
 
         def step(t, s):
             b = (beta * jnp.exp(2j * math.pi * self._position(t))).astype(cdtype)
 
             def one(si, di, yi, ki):
-                xi = None
-                if noise:
-                    leaves, treedef = jtu.tree_flatten(si)
-                    ks = jax.random.split(jax.random.fold_in(ki, t), len(leaves))
-                    draws = [
-                        noise * jax.random.normal(k, v.shape, model.dtype)
-                        for k, v in zip(ks, leaves)
-                    ]
-                    xi = jtu.tree_unflatten(treedef, draws)
-                new = update(frozen, si, di, b, yi, cost, xi)
+                noise = None if ki is None else relaxation.step_noise(ki, t, si)
+                new = Dynamics(frozen, di, Nudge(b, yi, cost))(si, noise)
                 return jtu.tree_map(lambda a, c: (1 - self.dt) * c + self.dt * a, new, si)
 
             return jax.vmap(one, (0, 0, 0, None if keys is None else 0))(s, drives, y, keys), b
@@ -110,8 +97,10 @@ class OscillatingEP(AbstractEstimator):
 
     def trajectory(self, model, x, y, *, relaxation=None, cost=CrossEntropy(), key=None):
         """The states at every step of warm-up and averaging, `(steps, batch, ...)`
-        (complex), and the nudges `beta_t`, `(steps,)`: for plotting the oscillations."""
+        (complex), and the nudges `beta_t`, `(steps,)`: for plotting the oscillations.
+        `relaxation` supplies the noise (none by default)."""
         x, y = check_inputs(model, x, y)
+        relaxation = FixedPointRelaxation() if relaxation is None else relaxation
         step, s0, _ = self._stepper(model, x, y, relaxation, cost, key)
         total = (self.warmup_periods + self.num_periods) * self.period
 
@@ -122,19 +111,14 @@ class OscillatingEP(AbstractEstimator):
         _, (states, betas) = jax.lax.scan(body, s0, jnp.arange(total))
         return states, betas
 
-    def __call__(self, model, x, y, relaxation, cost, key):
+    def step(self, model, x, y, state, *, relaxation, nudged_relaxation, cost, key):
+        del nudged_relaxation
         step, s0, drives = self._stepper(model, x, y, relaxation, cost, key)
-        params, static = eqx.partition(model, eqx.is_inexact_array)
         frozen = jax.lax.stop_gradient(model)
 
         def signal(s, b):
-            # d/dtheta Re(E(theta, s, b) / b), batch mean: one real backward pass per step
-            def scaled(params):
-                m = eqx.combine(params, static)
-                e = jax.vmap(lambda xi, si, yi: energy(m, xi, si, b, yi, cost))(x, s, y)
-                return jnp.real(jnp.mean(e) / b)
-
-            return jax.grad(scaled)(params)
+            # d/dtheta Re(F(theta, s, b) / b), batch mean: one real backward pass per step
+            return model.learning_signal(x, s, Nudge(b, y, cost), weight=1 / b)
 
         warm = self.warmup_periods * self.period
         s_warm = jax.lax.fori_loop(0, warm, lambda t, s: step(t, s)[0], s0)
@@ -145,7 +129,7 @@ class OscillatingEP(AbstractEstimator):
             acc = jtu.tree_map(jnp.add, acc, signal(s, b))
             return s, acc, jtu.tree_map(jnp.add, s_sum, s)
 
-        zeros = jtu.tree_map(jnp.zeros_like, params)
+        zeros = jtu.tree_map(jnp.zeros_like, eqx.filter(model, eqx.is_inexact_array))
         total = self.num_periods * self.period
         _, acc, s_sum = jax.lax.fori_loop(
             warm, warm + total, accumulate, (s_warm, zeros, jtu.tree_map(jnp.zeros_like, s_warm))
@@ -153,7 +137,9 @@ class OscillatingEP(AbstractEstimator):
         grads = jtu.tree_map(lambda a: a / total, acc)
         s_mean = jtu.tree_map(lambda v: jnp.real(v) / total, s_sum)
         stats = jax.vmap(
-            lambda si, di: relaxation_stats(free_update, si, (frozen, di), warm + total, True)
+            lambda si, di: relaxation_stats(
+                Dynamics(frozen, di), si, warm + total, RESULTS.successful
+            )
         )(s_mean, drives)
         info = GradientInfo(
             loss=mean_cost(model, jax.lax.stop_gradient(s_mean), y, cost),
@@ -161,7 +147,7 @@ class OscillatingEP(AbstractEstimator):
             free_state=s_mean,
             free_stats=stats,
         )
-        return grads, info
+        return grads, info, state
 
     def _position(self, step):
         position = jnp.mod(step, self.period) / self.period

@@ -1,20 +1,18 @@
-"""Reference gradients: implicit differentiation, BPTT, recurrent backprop."""
+"""Reference gradients: implicit differentiation, BPTT, recurrent backprop. They use only
+the dynamics of the model (`update`, `readout`), so they work on every network kind."""
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+from jaxtyping import PyTree
 
-from .._gradient import (
-    AbstractEstimator,
-    GradientInfo,
-    combine_results,
-    free_phase,
-    mean_cost,
-)
+from .._inference import free_phase, mean_cost
 from .._misc import tree_dot
-from .._models._base import free_update
+from .._models import AbstractDynamics, Dynamics
 from .._relaxation import FixedPointRelaxation, relaxation_stats
+from .._results import RESULTS, combine_results
+from ._base import AbstractEstimator, AdjointInfo, GradientInfo
 
 
 class ImplicitDifferentiation(AbstractEstimator):
@@ -22,7 +20,8 @@ class ImplicitDifferentiation(AbstractEstimator):
     the implicit function theorem, `dL/dtheta = dC/dtheta + (dT/dtheta)^T lambda` with
     `(I - dT/ds)^T lambda = dC/ds`, solved by the relaxation's adjoint (lineax)."""
 
-    def __call__(self, model, x, y, relaxation, cost, key):
+    def step(self, model, x, y, state, *, relaxation, nudged_relaxation, cost, key):
+        del nudged_relaxation, key
         if relaxation.noisy:
             raise ValueError(
                 "ImplicitDifferentiation needs a deterministic equilibrium; noisy dynamics "
@@ -34,8 +33,7 @@ class ImplicitDifferentiation(AbstractEstimator):
             return mean_cost(model, s, y, cost), (s, stats)
 
         (loss, (s, stats)), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(model)
-        info = GradientInfo(loss, combine_results(stats.result), s, stats)
-        return grads, info
+        return grads, GradientInfo(loss, combine_results(stats.result), s, stats), state
 
 
 class BPTT(AbstractEstimator):
@@ -49,12 +47,12 @@ class BPTT(AbstractEstimator):
         if not (isinstance(self.num_steps, int) and self.num_steps >= 1):
             raise ValueError(f"num_steps must be a positive integer, got {self.num_steps!r}.")
 
-    def __call__(self, model, x, y, relaxation, cost, key):
-        del relaxation, key
+    def step(self, model, x, y, state, *, relaxation, nudged_relaxation, cost, key):
+        del relaxation, nudged_relaxation, key
 
         def unroll(model, xi):
-            args = (model, model.drive(xi))
-            step = lambda s, _: (free_update(s, args), None)  # noqa: E731
+            dynamics = Dynamics(model, model.drive(xi))
+            step = lambda s, _: (dynamics(s), None)  # noqa: E731
             return jax.lax.scan(step, model.init_state(), None, length=self.num_steps)[0]
 
         def loss_fn(model):
@@ -64,10 +62,23 @@ class BPTT(AbstractEstimator):
         (loss, s), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(model)
         stats = jax.vmap(
             lambda si, xi: relaxation_stats(
-                free_update, si, (model, model.drive(xi)), self.num_steps, True
+                Dynamics(model, model.drive(xi)), si, self.num_steps, RESULTS.successful
             )
         )(s, x)
-        return grads, GradientInfo(loss, combine_results(stats.result), s, stats)
+        return grads, GradientInfo(loss, combine_results(stats.result), s, stats), state
+
+
+class _AdjointDynamics(AbstractDynamics):
+    """`lambda <- (dT/ds)^T lambda + dC/ds` at a fixed state: `transpose` is the
+    vector-Jacobian product of the update there."""
+
+    transpose: PyTree
+    dc: PyTree
+
+    def __call__(self, lam, noise=None):
+        del noise
+        (vjp_lam,) = self.transpose(lam)
+        return jtu.tree_map(jnp.add, vjp_lam, self.dc)
 
 
 class RecurrentBackprop(AbstractEstimator):
@@ -80,32 +91,33 @@ class RecurrentBackprop(AbstractEstimator):
     rtol: float = eqx.field(static=True, default=1e-5)
     atol: float = eqx.field(static=True, default=1e-5)
 
-    def __call__(self, model, x, y, relaxation, cost, key):
+    def step(self, model, x, y, state, *, relaxation, nudged_relaxation, cost, key):
+        del nudged_relaxation
         s, stats = jax.lax.stop_gradient(free_phase(model, x, relaxation, key))
         adjoint_relaxation = FixedPointRelaxation(self.max_steps, self.rtol, self.atol)
 
         def adjoint(si, xi, yi):
-            _, transpose = jax.vjp(lambda s: free_update(s, (model, model.drive(xi))), si)
+            _, transpose = jax.vjp(Dynamics(model, model.drive(xi)), si)
             dc = jax.grad(lambda s: cost(model.readout(s), yi))(si)
-
-            def step(lam, args):
-                (vjp_lam,) = transpose(lam)
-                return jtu.tree_map(jnp.add, vjp_lam, dc)
-
-            zeros = jtu.tree_map(jnp.zeros_like, si)
-            return adjoint_relaxation.relax(step, zeros, None)
+            return adjoint_relaxation.relax(
+                _AdjointDynamics(transpose, dc), jtu.tree_map(jnp.zeros_like, si)
+            )
 
         lam, adjoint_stats = jax.lax.stop_gradient(jax.vmap(adjoint)(s, x, y))
 
         def surrogate(model):
             def one(si, lami, xi, yi):
-                t = free_update(si, (model, model.drive(xi)))
+                t = Dynamics(model, model.drive(xi))(si)
                 return tree_dot(lami, t) + cost(model.readout(si), yi)
 
             return jnp.mean(jax.vmap(one)(s, lam, x, y))
 
         grads = eqx.filter_grad(surrogate)(model)
-        loss = mean_cost(model, s, y, cost)
-        result = combine_results(stats.result, adjoint_stats.result)
-        info = GradientInfo(loss, result, s, stats, adjoint_stats=adjoint_stats)
-        return grads, info
+        info = AdjointInfo(
+            loss=mean_cost(model, s, y, cost),
+            result=combine_results(stats.result, adjoint_stats.result),
+            free_state=s,
+            free_stats=stats,
+            adjoint_stats=adjoint_stats,
+        )
+        return grads, info, state

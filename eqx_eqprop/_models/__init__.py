@@ -1,2 +1,9 @@
-from ._base import AbstractEnergyModel as AbstractEnergyModel
-from ._mlp import EnergyMLP as EnergyMLP
+from ._base import (
+    AbstractDynamics as AbstractDynamics,
+    AbstractModel as AbstractModel,
+    Dynamics as Dynamics,
+    Nudge as Nudge,
+    State as State,
+)
+from ._energy import AbstractEnergyModel as AbstractEnergyModel
+from ._mlp import EnergyMLP as EnergyMLP, check_float_dtype as check_float_dtype

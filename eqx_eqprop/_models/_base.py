@@ -1,34 +1,63 @@
-"""The small interface every energy-based network implements."""
+"""The interface every network kind implements, and the dynamics a relaxation runs.
+
+A network kind owns its dynamics: its state, the update map `s <- T(s)` (free, or
+nudged by a real or complex `beta`, with optional noise inside), its readout and its
+local learning signal. Relaxations and estimators use nothing else, so a new network
+kind plugs into every estimator, relaxation and the training loop by implementing
+`AbstractModel` (or, for an energy-based network, the smaller `AbstractEnergyModel`).
+"""
 
 import abc
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
-from jaxtyping import Array, Inexact, PyTree, Scalar
+from jaxtyping import Array, Inexact, Int, PyTree, Scalar
 
-from .._activations import AbstractActivation
 from .._costs import AbstractCost
-from .._misc import tree_dot
 
 State = PyTree[Inexact[Array, "..."]]
 
 
-class AbstractEnergyModel(eqx.Module):
-    """An energy-based network (Scellier & Bengio 2017) for one sample.
+class Nudge(eqx.Module):
+    """The teaching signal `beta * C(readout(s), label)` of one sample.
 
-    The primitive is split into a part linear in the state, whose coefficients (input
-    drive and biases) are computed once per relaxation, and a coupling between states:
-
-        Phi(x, s) = <drive(x), s> + coupling(s).
-
-    The dynamics are `s <- sigma(dPhi_beta/ds)` with `Phi_beta = Phi - beta * C(readout(s), y)`,
-    and `-dPhi/dtheta` is the local EP learning signal. Implementations must keep
-    `coupling` and `readout` holomorphic in `s` (no `abs`, `conj`, `real`).
+    - `beta`: real or complex scalar (a complex `beta` makes the states complex).
+    - `label`: the integer class label (`(batch,)` where a method says it is batched).
+    - `cost`: the readout cost `C`.
     """
 
-    activation: eqx.AbstractVar[AbstractActivation]
+    beta: Inexact[Scalar, ""]
+    label: Int[Array, "..."]
+    cost: AbstractCost
+
+
+class AbstractModel(eqx.Module):
+    """A network whose inference is a relaxation to an equilibrium `s* = T(s*)`, for one
+    sample (batches are `vmap`ped around it).
+
+    To add a network kind, implement:
+
+    - `input_shape`, `num_classes`: shape of one input sample; number of classes.
+    - `init_state()`: the state the free phase starts from (real, the model's dtype).
+    - `drive(x)`: whatever depends on the input only (e.g. `W_0 x + b`), computed once
+      per relaxation and handed back to `update`.
+    - `update(s, drive, nudge=None, noise=None, *, layers=None)`: one synchronous step
+      `T(s)`. `nudge` is a `Nudge` (or `None`: the free phase); a complex `beta` gives
+      complex states, so `update` must stay holomorphic in `s` (no `abs`, `conj`,
+      `real`) wherever the model claims to be. `noise` (state-shaped, real) is added
+      inside the activation. `layers` (for a state that is a tuple of layers) updates
+      only those layers and keeps the others: what even/odd relaxations use.
+    - `readout(s)`: the logits `(classes,)` that enter the cost.
+
+    Estimators of the equilibrium-propagation family also need the model's local
+    learning signal: energy networks derive it from their energy
+    (`AbstractEnergyModel.learning_signal`).
+
+    Components (activations, layers, pooling, costs) say whether they are holomorphic;
+    `non_holomorphic_parts()` lists those that are not, for the estimators that relax
+    complex nudges.
+    """
 
     @property
     @abc.abstractmethod
@@ -45,21 +74,30 @@ class AbstractEnergyModel(eqx.Module):
         """The state the free phase starts from (zeros), real dtype of the model."""
 
     @abc.abstractmethod
-    def drive(self, x: Inexact[Array, "..."]) -> State:
-        """The state-shaped coefficients of `Phi` that do not depend on `s`."""
+    def drive(self, x: Inexact[Array, "..."]) -> PyTree:
+        """The part of the dynamics that depends on the input only."""
 
     @abc.abstractmethod
-    def coupling(self, s: State) -> Inexact[Scalar, ""]:
-        """The part of `Phi` that couples states (bilinear for layered networks)."""
+    def update(
+        self,
+        s: State,
+        drive: PyTree,
+        nudge: Nudge | None = None,
+        noise: State | None = None,
+        *,
+        layers: tuple[int, ...] | None = None,
+    ) -> State:
+        """One synchronous step `T(s)` (see the class docstring)."""
 
     @abc.abstractmethod
     def readout(self, s: State) -> Inexact[Array, " classes"]:
         """Logits that enter the cost."""
 
-    @abc.abstractmethod
-    def param_groups(self) -> PyTree[str]:
-        """A label per trainable array (`"layer0"`, ..., `"readout"`), shaped like
-        `eqx.filter(model, eqx.is_inexact_array)`: for per-layer optax transforms."""
+    @property
+    def num_layers(self) -> int | None:
+        """Number of layers of a layered state (a tuple of arrays), else `None`."""
+        s = self.init_state()
+        return len(s) if isinstance(s, tuple) else None
 
     @property
     def dtype(self) -> jnp.dtype:
@@ -67,60 +105,68 @@ class AbstractEnergyModel(eqx.Module):
         leaves = [v for v in jtu.tree_leaves(self) if eqx.is_inexact_array(v)]
         return leaves[0].dtype
 
-    def primitive(self, x, s: State) -> Inexact[Scalar, ""]:
-        """`Phi(x, s)`."""
-        return tree_dot(self.drive(x), s) + self.coupling(s)
+    def param_groups(self) -> PyTree[str]:
+        """A label per trainable array, shaped like `eqx.filter(model,
+        eqx.is_inexact_array)`: for per-group optax transforms. By default the path of
+        the module that holds the array (`"layers[0]"`, `"readout_layer"`)."""
+
+        def label(path, leaf):
+            if not eqx.is_inexact_array(leaf):
+                return None
+            return jtu.keystr(path[:-1] or path).lstrip(".")
+
+        return jtu.tree_map_with_path(label, self)
+
+    def non_holomorphic_parts(self) -> tuple[str, ...]:
+        """Names of the components that declare `holomorphic = False`, e.g.
+        `("activation (HardSigmoid)",)`."""
+        found = []
+
+        def is_component(v):
+            return isinstance(v, eqx.Module) and hasattr(type(v), "holomorphic")
+
+        for path, leaf in jtu.tree_flatten_with_path(self, is_leaf=is_component)[0]:
+            if is_component(leaf) and not type(leaf).holomorphic:
+                found.append(f"{jtu.keystr(path).lstrip('.')} ({type(leaf).__name__})")
+        return tuple(found)
 
 
-def update(
-    model: AbstractEnergyModel,
-    s: State,
-    drive: State,
-    beta=None,
-    label=None,
-    cost: AbstractCost | None = None,
-    noise: State | None = None,
-) -> State:
-    """One synchronous step `s <- sigma(dPhi_beta/ds + noise)` for one sample.
+class AbstractDynamics(eqx.Module):
+    """The map `s <- T(s)` of one sample that a relaxation iterates or integrates. Its
+    arrays (parameters, drive, nudge) are what the implicit adjoint differentiates."""
 
-    `drive` is `model.drive(x)`, computed once per relaxation. `beta=None` is the free
-    phase (the cost is not evaluated); otherwise `beta` may be real or complex.
-    `noise` (state-shaped, real) is added inside the activation (noisy dynamics).
-    """
+    @abc.abstractmethod
+    def __call__(self, s: State, noise: State | None = None) -> State:
+        """`T(s)`, with `noise` added inside the activation."""
 
-    def phi_beta(s):
-        phi = model.coupling(s)
-        if beta is not None:
-            phi = phi - beta * cost(model.readout(s), label)
-        return phi
+    @property
+    def num_layers(self) -> int | None:
+        """Layers that `update_layers` can update separately, or `None`."""
+        return None
 
-    phi, vjp = jax.vjp(phi_beta, s)
-    (dphi,) = vjp(jnp.ones_like(phi))
-    pre = jtu.tree_map(jnp.add, drive, dphi)
-    if noise is not None:
-        pre = jtu.tree_map(jnp.add, pre, noise)
-    return jtu.tree_map(model.activation, pre)
+    def update_layers(self, s: State, layers: tuple[int, ...], noise: State | None = None):
+        """`T(s)` on `layers` only; the other layers keep their values."""
+        raise ValueError(
+            f"{type(self).__name__} has no layered structure: use a synchronous relaxation."
+        )
 
 
-def free_update(s: State, args, noise: State | None = None) -> State:
-    """`update` in the calling convention of the relaxations (free phase)."""
-    model, drive = args
-    return update(model, s, drive, noise=noise)
+class Dynamics(AbstractDynamics):
+    """A model's dynamics for one sample: the model, its input drive, and the nudge
+    (`None` for the free phase)."""
 
+    model: AbstractModel
+    drive: PyTree
+    nudge: Nudge | None = None
 
-def nudged_update(s: State, args, noise: State | None = None) -> State:
-    """`update` in the calling convention of the relaxations (nudged phase)."""
-    model, drive, beta, label, cost = args
-    return update(model, s, drive, beta, label, cost, noise)
+    def __call__(self, s, noise=None):
+        return self.model.update(s, self.drive, self.nudge, noise)
 
+    @property
+    def num_layers(self):
+        return self.model.num_layers
 
-def energy(model: AbstractEnergyModel, x, s: State, beta, label, cost) -> Inexact[Scalar, ""]:
-    """The parameter-dependent part of `F_beta`: `-Phi(x, s) + beta * C(readout(s), y)`.
-
-    Its gradient in the parameters at `s*_beta` is the EP learning signal
-    `dF_beta/dtheta`. `beta=None` drops the cost term.
-    """
-    e = -model.primitive(x, s)
-    if beta is not None:
-        e = e + beta * cost(model.readout(s), label)
-    return e
+    def update_layers(self, s, layers, noise=None):
+        if self.model.num_layers is None:
+            return super().update_layers(s, layers, noise)
+        return self.model.update(s, self.drive, self.nudge, noise, layers=layers)

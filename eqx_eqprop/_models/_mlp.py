@@ -1,21 +1,21 @@
-import math
 from collections.abc import Sequence
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import PRNGKeyArray
 
 from .._activations import AbstractActivation, Sigmoid
-from ._base import AbstractEnergyModel
+from .._layers import Dense
+from ._energy import AbstractEnergyModel
 
 
-def _matvec(w: Float[Array, "out inp"], v):
-    """`w @ v` for a real matrix and a real or complex vector. A complex `v` is split
-    into two real products rather than promoting `w` to complex (half the work)."""
-    if jnp.iscomplexobj(v):
-        return jax.lax.complex(w @ v.real, w @ v.imag)
-    return w @ v
+def check_float_dtype(dtype) -> jnp.dtype:
+    """The dtype asked for (JAX's default float when `None`), which must be real floating."""
+    dtype = jnp.dtype(dtype) if dtype is not None else jnp.zeros(()).dtype
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"dtype must be a real floating dtype, got {dtype}.")
+    return dtype
 
 
 class EnergyMLP(AbstractEnergyModel):
@@ -34,12 +34,13 @@ class EnergyMLP(AbstractEnergyModel):
       biases start at zero. Scales below 1 make the dynamics more contractive.
     - `dtype`: floating dtype of the parameters and states (default: JAX's default float).
     - `key`: a PRNG key.
+
+    **Fields:** `layers[l]` is the `Dense` coupling `s_l -> s_{l+1}` (`layers[0]` reads
+    the input), `readout_layer` the readout.
     """
 
-    weights: tuple[Array, ...]
-    biases: tuple[Array, ...]
-    readout_weight: Array
-    readout_bias: Array
+    layers: tuple[Dense, ...]
+    readout_layer: Dense
     activation: AbstractActivation
     layer_sizes: tuple[int, ...] = eqx.field(static=True)
 
@@ -58,20 +59,17 @@ class EnergyMLP(AbstractEnergyModel):
                 "layer_sizes must be (inputs, hidden..., classes) with at least one "
                 f"hidden layer and positive sizes, got {tuple(layer_sizes)}."
             )
-        dtype = jnp.dtype(dtype) if dtype is not None else jnp.zeros(()).dtype
-        if not jnp.issubdtype(dtype, jnp.floating):
-            raise ValueError(f"dtype must be a real floating dtype, got {dtype}.")
+        if not isinstance(activation, AbstractActivation):
+            raise TypeError(f"activation must be an AbstractActivation, got {activation!r}.")
+        dtype = check_float_dtype(dtype)
         keys = jax.random.split(key, len(sizes) - 1)
-
-        def init(k, fan_in, fan_out):
-            std = weight_scale / math.sqrt(fan_in)
-            return std * jax.random.truncated_normal(k, -2.0, 2.0, (fan_out, fan_in), dtype)
-
-        pairs = list(zip(sizes[:-2], sizes[1:-1]))
-        self.weights = tuple(init(k, i, o) for k, (i, o) in zip(keys[:-1], pairs))
-        self.biases = tuple(jnp.zeros(o, dtype) for _, o in pairs)
-        self.readout_weight = init(keys[-1], sizes[-2], sizes[-1])
-        self.readout_bias = jnp.zeros(sizes[-1], dtype)
+        self.layers = tuple(
+            Dense(i, o, weight_scale=weight_scale, dtype=dtype, key=k)
+            for k, i, o in zip(keys[:-1], sizes[:-2], sizes[1:-1])
+        )
+        self.readout_layer = Dense(
+            sizes[-2], sizes[-1], weight_scale=weight_scale, dtype=dtype, key=keys[-1]
+        )
         self.activation = activation
         self.layer_sizes = sizes
 
@@ -83,27 +81,35 @@ class EnergyMLP(AbstractEnergyModel):
     def num_classes(self):
         return self.layer_sizes[-1]
 
+    @property
+    def num_layers(self):
+        return len(self.layers)
+
     def init_state(self):
         return tuple(jnp.zeros(n, self.dtype) for n in self.layer_sizes[1:-1])
 
     def drive(self, x):
-        first = _matvec(self.weights[0], x) + self.biases[0]
-        return (first, *self.biases[1:])
+        return (self.layers[0](x), *(layer.bias for layer in self.layers[1:]))
 
     def coupling(self, s):
         total = jnp.zeros((), s[0].dtype)
-        for w, lower, upper in zip(self.weights[1:], s[:-1], s[1:]):
-            total = total + jnp.sum(upper * _matvec(w, lower))
+        for layer, lower, upper in zip(self.layers[1:], s[:-1], s[1:]):
+            total = total + jnp.sum(upper * layer.linear(lower))
         return total
 
     def readout(self, s):
-        return _matvec(self.readout_weight, s[-1]) + self.readout_bias
+        return self.readout_layer(s[-1])
 
     def param_groups(self):
-        layers = tuple(f"layer{i}" for i in range(len(self.weights)))
         groups = eqx.filter(self, eqx.is_inexact_array)
+        labels = tuple(f"layer{i}" for i in range(len(self.layers)))
         return eqx.tree_at(
-            lambda m: (m.weights, m.biases, m.readout_weight, m.readout_bias),
+            lambda m: (
+                *(layer.weight for layer in m.layers),
+                *(layer.bias for layer in m.layers),
+                m.readout_layer.weight,
+                m.readout_layer.bias,
+            ),
             groups,
-            (layers, layers, "readout", "readout"),
+            (*labels, *labels, "readout", "readout"),
         )

@@ -9,8 +9,7 @@ import jax
 import jax.numpy as jnp
 
 import eqx_eqprop as ep
-from eqx_eqprop._data import load_idx_directory
-from eqx_eqprop._training import load_trained_model
+from eqx_eqprop.internal import load_idx_directory
 
 
 def main():
@@ -21,7 +20,7 @@ def main():
     args = p.parse_args()
     jax.config.update("jax_enable_x64", True)
     warnings.simplefilter("ignore", RuntimeWarning)
-    model = load_trained_model(args.run_dir)
+    model = ep.load_trained_model(args.run_dir)
     data = load_idx_directory(args.data_dir)
     x = jnp.asarray(data.x_test[: args.batch].reshape(args.batch, -1))
     y = jnp.asarray(data.y_test[: args.batch])
@@ -43,11 +42,12 @@ def main():
     truth, info = ep.gradient(m64, x64, y, estimator=ep.ImplicitDifferentiation(), relaxation=tight)
     radius = ep.update_spectral_radius(m64, x64, info.free_state)
     print(f"spectral radius: median {float(jnp.median(radius)):.3f}, max {float(radius.max()):.3f}")
-    paper = ep.HolomorphicEP(
-        0.4, 10, nudged_relaxation=ep.FixedPointRelaxation(50, None, None), error_tolerance=None
-    )
+    paper = ep.HolomorphicEP(0.4, 10, error_tolerance=None)
     free = ep.FixedPointRelaxation(200, None, None)
-    g, i = ep.gradient(model, x, y, estimator=paper, relaxation=free, throw=False)
+    nudged = ep.FixedPointRelaxation(50, None, None)
+    g, i = ep.gradient(
+        model, x, y, estimator=paper, relaxation=free, nudged_relaxation=nudged, throw=False
+    )
     rel, cos = compare(g, truth)
     print(f"hEP 0.4, 200/50, f32: rel {rel:.3g} cos {cos:.5f} est. {float(i.error_estimate):.3g}")
     for beta in (0.4, 0.2, 0.1, 0.05):

@@ -1,0 +1,132 @@
+"""The estimator interface (init/step, optionally stateful) and the diagnostics objects."""
+
+import abc
+from typing import Any
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Complex, Float, Int, PRNGKeyArray, PyTree, Real, Scalar
+
+from .._costs import AbstractCost
+from .._models import AbstractModel, State
+from .._relaxation import AbstractRelaxation, RelaxationStats
+from .._results import RESULTS
+
+
+def _steps_metrics(prefix: str, stats: RelaxationStats) -> dict[str, Array]:
+    steps = stats.steps.astype(jnp.float32)
+    return {f"{prefix}_steps": jnp.mean(steps), f"{prefix}_steps_max": jnp.max(steps)}
+
+
+class AbstractGradientInfo(eqx.Module):
+    """Diagnostics returned next to a gradient. Every estimator reports:
+
+    - `loss`: mean cost at the free equilibrium.
+    - `result`: the most severe `RESULTS` code of the whole estimate.
+    - `free_state`, `free_stats`: free equilibrium `(batch, ...)` and its stats `(batch,)`.
+
+    and each family adds its own fields. `metrics()` gives the scalars a training loop
+    logs (keys ending in `_max` are maxima, the others means).
+    """
+
+    loss: eqx.AbstractVar[Real[Scalar, ""]]
+    result: eqx.AbstractVar[RESULTS]
+    free_state: eqx.AbstractVar[State]
+    free_stats: eqx.AbstractVar[RelaxationStats]
+
+    def metrics(self) -> dict[str, Array]:
+        return {
+            "loss": self.loss,
+            "residual": jnp.mean(self.free_stats.residual),
+            **_steps_metrics("free", self.free_stats),
+        }
+
+
+class GradientInfo(AbstractGradientInfo):
+    """Diagnostics of the reference estimators and of `OscillatingEP`: see
+    `AbstractGradientInfo`."""
+
+    loss: Real[Scalar, ""]
+    result: RESULTS
+    free_state: State
+    free_stats: RelaxationStats
+
+
+class PhaseInfo(AbstractGradientInfo):
+    """Diagnostics of the phase estimators (`ClassicEP`, `SymmetricEP`,
+    `HolomorphicEP`), besides those of `AbstractGradientInfo`:
+
+    - `betas`: the nudges that were relaxed, `(phases,)` complex (one of each conjugate
+      pair).
+    - `nudged_state`, `nudged_stats`: nudged equilibria `(phases, batch, ...)` (complex)
+      and their stats `(phases, batch)`.
+    - `error_estimate`: a-posteriori estimate of the relative aliasing error
+      `||g - dL/dtheta|| / ||g||` with `num_phases >= 2`, else `None`.
+    - `fourier_norms`: `(N,)` norms of the Fourier coefficients k = 1..N of the phase
+      samples (k = N from the free phase); their decay is what the estimate reads.
+    - `radius`: the radius |beta| that was used.
+    - `retries`: how many smaller radii were tried after the first (adaptive radius).
+    """
+
+    loss: Real[Scalar, ""]
+    result: RESULTS
+    free_state: State
+    free_stats: RelaxationStats
+    betas: Complex[Array, " phases"]
+    nudged_state: State
+    nudged_stats: RelaxationStats
+    error_estimate: Real[Scalar, ""] | None
+    fourier_norms: Real[Array, " N"] | None
+    radius: Real[Scalar, ""]
+    retries: Int[Scalar, ""]
+
+    def metrics(self):
+        out = {**super().metrics(), **_steps_metrics("nudged", self.nudged_stats)}
+        out["radius"] = self.radius
+        out["retries"] = self.retries.astype(jnp.float32)
+        if self.error_estimate is not None:
+            out["error_estimate"] = self.error_estimate
+        return out
+
+
+class AdjointInfo(AbstractGradientInfo):
+    """Diagnostics of `RecurrentBackprop`: those of `AbstractGradientInfo` and
+    `adjoint_stats`, the stats of the adjoint relaxation `(batch,)`."""
+
+    loss: Real[Scalar, ""]
+    result: RESULTS
+    free_state: State
+    free_stats: RelaxationStats
+    adjoint_stats: RelaxationStats
+
+    def metrics(self):
+        return {**super().metrics(), **_steps_metrics("adjoint", self.adjoint_stats)}
+
+
+class AbstractEstimator(eqx.Module):
+    """A strategy that estimates `dL/dtheta` for a batch, in the init/step pattern of
+    optimistix solvers and diffrax step-size controllers: `init` makes the state that
+    lives across steps (`None` for stateless estimators), `step` estimates one batch and
+    returns the next state. `ep.gradient` wraps both for one-call use, `ep.gradient_step`
+    threads the state."""
+
+    def init(self, model: AbstractModel, x: Float[Array, "batch ..."], y) -> Any:
+        """The estimator state before the first step (`None` unless stateful)."""
+        del model, x, y
+        return None
+
+    @abc.abstractmethod
+    def step(
+        self,
+        model: AbstractModel,
+        x: Float[Array, "batch ..."],
+        y: Int[Array, " batch"],
+        state: Any,
+        *,
+        relaxation: AbstractRelaxation,
+        nudged_relaxation: AbstractRelaxation,
+        cost: AbstractCost,
+        key: PRNGKeyArray | None,
+    ) -> tuple[PyTree, AbstractGradientInfo, Any]:
+        """Inputs are already checked; `key` is `None` unless the dynamics are noisy.
+        Returns `(grads, info, next state)`."""

@@ -1,0 +1,8 @@
+from ._base import (
+    AbstractRelaxation as AbstractRelaxation,
+    RelaxationStats as RelaxationStats,
+    discrete_noise as discrete_noise,
+    relaxation_stats as relaxation_stats,
+)
+from ._fixed_point import FixedPointRelaxation as FixedPointRelaxation
+from ._ode import ODERelaxation as ODERelaxation, SDERelaxation as SDERelaxation

@@ -1,0 +1,443 @@
+"""The training loop: a jit-compiled step per batch, the device read once per logging
+interval, evaluation and an atomic checkpoint at the end of every epoch, hooks for
+the rest (progress bar, printing, your own)."""
+
+import json
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from .._data import Dataset, check_dataset, eval_batches, train_batches
+from .._models import AbstractModel
+from ._build import (
+    build_cost,
+    build_data,
+    build_estimator,
+    build_model,
+    build_model_from_spec,
+    build_optimizer,
+    build_relaxations,
+    model_spec,
+    steps_per_epoch,
+)
+from ._checkpoint import (
+    atomic_write,
+    load_checkpoint,
+    load_model_file,
+    read_meta,
+    save_checkpoint,
+    state_rest,
+)
+from ._config import HARMLESS, TrainConfig
+from ._step import (
+    accumulate,
+    empty_accumulator,
+    empty_eval_sums,
+    init_train_state,
+    make_eval_step,
+    make_train_step,
+    summarise,
+)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the parameters became non-finite."""
+
+
+def read_device(tree):
+    """The one place the loop waits for the device and copies to the host."""
+    return jax.device_get(tree)
+
+
+def as_model_input(model: AbstractModel, x: np.ndarray) -> np.ndarray:
+    """Images flattened for a model that takes vectors; anything else unchanged (the
+    model's own checks then name a mismatch, e.g. NCHW images for an NHWC model)."""
+    shape = model.input_shape
+    if len(shape) == 1 and x.ndim > 2 and math.prod(x.shape[1:]) == shape[0]:
+        return x.reshape(len(x), shape[0])
+    return x
+
+
+# ----------------------------------------------------------------------------- hooks
+
+
+class Hook:
+    """Called by `train` at its events; override what you need. `summary` holds the
+    means (and `_max` maxima) of the step metrics since the last call."""
+
+    def on_start(self, cfg: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> None:
+        pass
+
+    def on_log(self, step: int, summary: dict) -> None:
+        pass
+
+    def on_epoch_end(self, record: dict, model: AbstractModel) -> None:
+        pass
+
+    def on_end(self) -> None:
+        pass
+
+
+class ProgressBar(Hook):
+    """A tqdm bar per epoch with the live loss, accuracy and residual."""
+
+    def on_start(self, cfg, epoch, step, steps_per_epoch):
+        self.cfg, self.per_epoch = cfg, steps_per_epoch
+        self.bar = None
+        self._open(epoch, step % steps_per_epoch if step else 0)
+
+    def _open(self, epoch, initial):
+        if self.bar is not None:
+            self.bar.close()
+        self.bar = tqdm(
+            total=self.per_epoch,
+            initial=initial,
+            leave=False,
+            desc=f"{self.cfg.name} epoch {epoch + 1}/{self.cfg.loop['epochs']}",
+            dynamic_ncols=True,
+        )
+
+    def on_log(self, step, summary):
+        done = step % self.per_epoch or self.per_epoch
+        self.bar.update(done - self.bar.n)
+        self.bar.set_postfix(
+            loss=f"{summary['loss']:.3f}",
+            acc=f"{summary['accuracy']:.3f}",
+            res=f"{summary['residual']:.1e}",
+        )
+
+    def on_epoch_end(self, record, model):
+        self._open(record["epoch"], 0)
+
+    def on_end(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+class Printer(Hook):
+    """One line per epoch."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def on_epoch_end(self, record, model):
+        extra = ""
+        if "error_estimate" in record:
+            extra = f", hEP error est. {record['error_estimate']:.1e}"
+        tqdm.write(
+            f"{self.name} epoch {record['epoch']:3d}: test top1 {record['test_top1']:.4f}, "
+            f"loss {record['test_loss']:.4f}, {record['seconds']:.1f} s{extra}",
+            file=sys.stdout,
+        )
+
+
+# ------------------------------------------------------------------------ evaluation
+
+
+def evaluate(
+    model, x: np.ndarray, y: np.ndarray, eval_step, batch_size: int, key
+) -> dict[str, float]:
+    """Mean loss, top-1 and top-5 accuracy, and free-phase residual and steps over a
+    whole split; the sums stay on the device until the end."""
+    sums = empty_eval_sums()
+    for i, (xb, yb, n) in enumerate(eval_batches(x, y, batch_size)):
+        valid = np.arange(len(xb)) < n
+        sums = eval_step(
+            model, as_model_input(model, xb), yb, valid, jax.random.fold_in(key, i), sums
+        )
+    read = read_device(sums)
+    count = max(float(read["count"]), 1.0)
+    out = {
+        "loss": float(read["loss"]) / count,
+        "top1": float(read["top1"]) / count,
+        "residual": float(read["residual"]) / count,
+        "free_steps": float(read["free_steps"]) / count,
+        "free_steps_max": float(read["free_steps_max"]),
+        "failed": int(read["failed"]),
+    }
+    if model.num_classes > 5:
+        out["top5"] = float(read["top5"]) / count
+    return out
+
+
+# ------------------------------------------------------------------------------ loop
+
+
+def _prepare_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path = run_dir / "config.json"
+    if resume and config_path.exists():
+        saved = _flatten(json.loads(config_path.read_text()))
+        ours = _flatten(json.loads(json.dumps(cfg.to_dict())))
+        changed = sorted(k for k in set(saved) | set(ours) if saved.get(k) != ours.get(k))
+        harmless = set(HARMLESS)
+        if cfg.get("optimizer.schedule") == "constant":
+            harmless.add("loop.epochs")  # extending a run does not change its past
+        if set(changed) - harmless:
+            raise ValueError(
+                f"{run_dir} holds a run with a different configuration ({', '.join(changed)}); "
+                "use another output directory, or resume=False (--fresh) to start over."
+            )
+    if not resume:
+        for pattern in ("model-*.eqx", "state-*.eqx", "checkpoint.json", "metrics.jsonl"):
+            for f in run_dir.glob(pattern):
+                f.unlink(missing_ok=True)
+    atomic_write(config_path, json.dumps(cfg.to_dict(), indent=1).encode())
+
+
+def _flatten(tree: dict, prefix="") -> dict:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and k not in ("group_lrs",):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _merge_sums(total: dict, read: dict) -> dict:
+    out = dict(total)
+    for k, v in read.items():
+        v = float(v)
+        if k.endswith("_max"):
+            out[k] = max(out.get(k, -math.inf), v)
+        else:
+            out[k] = out.get(k, 0.0) + v
+    return out
+
+
+def _warn_failed(cfg: TrainConfig, epoch: int, failed: int, steps: int) -> None:
+    warnings.warn(
+        f"{cfg.name}, epoch {epoch}: {failed} of {steps} steps reported a relaxation that "
+        "did not reach its tolerance, a diverged phase or an aliasing error above "
+        "error_tolerance (failed_steps in metrics.jsonl). Raise the relaxations' "
+        "max_steps or loosen rtol/atol, use an even/odd or Anderson relaxation, or lower "
+        "|beta| (or give HolomorphicEP a target_error).",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+class _Stopped(Exception):
+    """`stop_after_steps` was reached (a simulated kill)."""
+
+
+class _Run:
+    """The state of one call of `train` on the host: what was built from the
+    configuration, the device state, the progress counters and the epoch's metric
+    sums. Each method is one event of the loop."""
+
+    def __init__(self, cfg: TrainConfig, data: Dataset, resume: bool, hooks: list):
+        self.cfg, self.data, self.hooks = cfg, data, hooks
+        self.run_dir = cfg.run_dir
+        self.batch_size = cfg.data["batch_size"]
+        if len(data.x_train) < self.batch_size:
+            raise ValueError(
+                f"data.batch_size {self.batch_size} exceeds the {len(data.x_train)} "
+                "training samples."
+            )
+        self.per_epoch = steps_per_epoch(len(data.x_train), self.batch_size)
+        self.seed = cfg.loop["seed"]
+        model = build_model(cfg, data.sample_shape, data.num_classes)
+        self.model_input = lambda x: as_model_input(model, x)  # noqa: E731
+        self.spec = model_spec(cfg, data.sample_shape, data.num_classes)
+        optimizer = build_optimizer(cfg, model, self.per_epoch)
+        estimator = build_estimator(cfg)
+        relaxation, nudged = build_relaxations(cfg)
+        cost = build_cost(cfg)
+        x0, y0 = next(train_batches(data, self.batch_size, seed=self.seed, epoch=0))
+        x0 = self.model_input(x0)
+        self.state = init_train_state(
+            model, optimizer, estimator, jax.random.key(self.seed), x0, y0
+        )
+        self.epoch, self.batch, self.history, self.epoch_sums = 0, 0, [], {}
+        restored = load_checkpoint(self.run_dir, self.state) if resume else None
+        if restored is not None:
+            self.state, progress, self.history = restored
+            self.epoch, self.batch = progress["epoch"], progress["batch"]
+            self.epoch_sums = progress.get("epoch_sums", {})
+        self.step = int(read_device(self.state.step))
+        self.last_checkpoint = self.step
+        self.last_good = (
+            f"{self.run_dir / 'checkpoint.json'} (step {self.step})"
+            if restored
+            else "none (no step finished)"
+        )
+        train_step = make_train_step(estimator, relaxation, cost, optimizer, nudged)
+
+        @eqx.filter_jit
+        def step_and_accumulate(state, acc, x, y):
+            state, metrics = train_step(state, x, y)
+            return state, accumulate(acc, metrics)
+
+        self.step_fn = step_and_accumulate
+        self.eval_step = make_eval_step(relaxation, cost)
+        self.eval_key = jax.random.fold_in(jax.random.key(self.seed), 2)
+        shapes = eqx.filter_eval_shape(train_step, self.state, x0, y0)[1]
+        self.zeros = empty_accumulator(shapes)
+
+    def train_epoch(self, stop_after_steps: int | None, steps_this_call: int) -> int:
+        """The epoch's remaining batches; returns the steps taken so far in this call."""
+        log_every = self.cfg.loop["log_every"]
+        acc, pending = self.zeros, 0
+        batches = train_batches(
+            self.data, self.batch_size, seed=self.seed, epoch=self.epoch, start=self.batch
+        )
+        for xb, yb in batches:
+            if stop_after_steps is not None and steps_this_call >= stop_after_steps:
+                raise _Stopped
+            self.state, acc = self.step_fn(self.state, acc, self.model_input(xb), yb)
+            self.step, self.batch, pending = self.step + 1, self.batch + 1, pending + 1
+            steps_this_call += 1
+            if pending >= log_every or self.batch == self.per_epoch:
+                self.log(acc)
+                acc, pending = self.zeros, 0
+        return steps_this_call
+
+    def log(self, acc) -> None:
+        """One read of the device per interval: the metrics, and the state when a
+        checkpoint is due (always at the end of the epoch)."""
+        end = self.batch == self.per_epoch
+        due = end or self.step - self.last_checkpoint >= self.cfg.loop["checkpoint_every"]
+        state = self.state
+        read, self.host_model, self.host_rest = read_device(
+            (acc, state.model if due else None, state_rest(state) if due else None)
+        )
+        if not math.isfinite(float(read["loss"])) or read["nonfinite_params"] > 0:
+            raise TrainingDiverged(
+                "The loss or the parameters became non-finite at epoch "
+                f"{self.epoch + 1}, step {self.step}. The last good checkpoint is "
+                f"{self.last_good}. Lower the learning rate or |beta|, or use a convergence "
+                "check (rtol/atol) to see whether the relaxations still converge."
+            )
+        self.epoch_sums = _merge_sums(self.epoch_sums, read)
+        for hook in self.hooks:
+            hook.on_log(self.step, summarise(read))
+        if due and not end:
+            progress = {"epoch": self.epoch, "batch": self.batch, "step": self.step}
+            self.checkpoint({**progress, "epoch_sums": self.epoch_sums})
+
+    def checkpoint(self, progress: dict) -> None:
+        save_checkpoint(
+            self.run_dir, self.host_model, self.host_rest, progress, self.history, self.spec
+        )
+        self.last_good = f"{self.run_dir / 'checkpoint.json'} (step {self.step})"
+        self.last_checkpoint = self.step
+
+    def end_epoch(self, seconds: float) -> None:
+        """Evaluate, record, warn about failed steps, checkpoint, call the hooks."""
+        test = evaluate(
+            self.state.model,
+            self.data.x_test,
+            self.data.y_test,
+            self.eval_step,
+            self.cfg.data["eval_batch_size"],
+            self.eval_key,
+        )
+        record = _epoch_record(self.epoch, self.step, test, self.epoch_sums, seconds)
+        if record.get("failed_steps"):
+            steps = int(self.epoch_sums["count"])
+            _warn_failed(self.cfg, self.epoch + 1, record["failed_steps"], steps)
+        self.history.append(record)
+        self.epoch, self.batch, self.epoch_sums = self.epoch + 1, 0, {}
+        self.checkpoint({"epoch": self.epoch, "batch": 0, "step": self.step})
+        for hook in self.hooks:
+            hook.on_epoch_end(record, self.state.model)
+
+
+def train(
+    cfg: TrainConfig,
+    *,
+    data: Dataset | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    verbose: bool = True,
+    stop_after_steps: int | None = None,
+    hooks: tuple[Hook, ...] = (),
+) -> dict:
+    """Train `cfg`, writing `config.json`, `metrics.jsonl` and checkpoints under
+    `cfg.run_dir`, and resuming from its checkpoint when there is one (bit-identically:
+    the batches, the noise and the updates after a resume are those of an
+    uninterrupted run).
+
+    The step metrics stay on the device and are read once per `loop.log_every` steps;
+    a checkpoint is written at the first read after `loop.checkpoint_every` steps and
+    at the end of every epoch, after the evaluation on the test split. `progress`
+    shows a tqdm bar, `verbose` prints a line per epoch, `hooks` are called at each
+    read and epoch. `stop_after_steps` stops (as if killed) after that many steps of
+    this call, without writing anything more: for testing resumption.
+
+    Returns `{"model", "history", "final", "run_dir", "state"}`.
+    """
+    _prepare_run_dir(cfg, cfg.run_dir, resume)
+    data = data if data is not None else build_data(cfg)
+    check_dataset(data)
+    hooks = [*(ProgressBar(),) * progress, *(Printer(cfg.name),) * verbose, *hooks]
+    run = _Run(cfg, data, resume, hooks)
+    for hook in hooks:
+        hook.on_start(cfg, run.epoch, run.step, run.per_epoch)
+    steps_this_call = 0
+    try:
+        while run.epoch < cfg.loop["epochs"]:
+            start = time.perf_counter()
+            steps_this_call = run.train_epoch(stop_after_steps, steps_this_call)
+            run.end_epoch(time.perf_counter() - start)
+    except _Stopped:
+        return {"stopped_at_step": run.step}
+    finally:
+        for hook in hooks:
+            hook.on_end()
+    return {
+        "model": run.state.model,
+        "history": run.history,
+        "final": run.history[-1] if run.history else {},
+        "run_dir": str(cfg.run_dir),
+        "state": run.state,
+    }
+
+
+def _epoch_record(epoch, step, test, sums, seconds) -> dict:
+    record = {
+        "epoch": epoch + 1,
+        "step": step,
+        "test_top1": test["top1"],
+        "test_loss": test["loss"],
+        "test_residual": test["residual"],
+        "test_free_steps": test["free_steps"],
+        "test_free_steps_max": test["free_steps_max"],
+        "seconds": seconds,
+    }
+    if "top5" in test:
+        record["test_top5"] = test["top5"]
+    if test["failed"]:
+        record["test_failed"] = test["failed"]
+    count = sums.get("count", 0.0)
+    if count:
+        means = summarise(sums)
+        record["train_loss"] = means.pop("loss")
+        record["train_accuracy"] = means.pop("accuracy")
+        record["train_residual"] = means.pop("residual")
+        record["failed_steps"] = int(round(sums["failed"]))
+        means.pop("failed")
+        means.pop("nonfinite_params")
+        means.pop("count")
+        record.update(means)
+    return record
+
+
+def load_trained_model(run_dir: str | Path) -> AbstractModel:
+    """The model of a run directory of `eqprop-train` (or `train`), from its last
+    checkpoint. Its kind must be registered (the library's are)."""
+    run_dir = Path(run_dir)
+    meta = read_meta(run_dir)
+    if meta is None:
+        raise FileNotFoundError(f"{run_dir} holds no checkpoint.json: not a finished run?")
+    like = build_model_from_spec(meta["model"])
+    return load_model_file(run_dir, meta, like)

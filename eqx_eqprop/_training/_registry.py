@@ -1,0 +1,253 @@
+"""One registry from configuration names to the library's classes and builders.
+
+A configuration section is a `kind` plus keyword arguments; `build(section, spec)`
+looks the kind up here and calls it with the arguments, after checking them against
+its signature (an argument it does not take is an error, never silently ignored).
+Arguments that are themselves strategies (an activation, a pooling) are given as a
+kind name or a table with a `kind`. TOML has no null: the string `"none"` stands for
+`None`.
+"""
+
+import functools
+import inspect
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import optax
+
+from .. import _activations as act, _costs as costs
+from .._data import load_dataset
+from .._estimators import (
+    BPTT,
+    ClassicEP,
+    HolomorphicEP,
+    ImplicitDifferentiation,
+    OscillatingEP,
+    RecurrentBackprop,
+    SymmetricEP,
+)
+from .._models import EnergyMLP
+from .._relaxation import FixedPointRelaxation, ODERelaxation, SDERelaxation
+
+REGISTRY: dict[str, dict[str, Callable]] = {}
+
+# arguments whose values are strategies of another section
+NESTED = {"activation": "activation", "pooling": "pooling", "cost": "cost"}
+
+
+def register(section: str, kind: str, factory: Callable, *, overwrite: bool = False) -> None:
+    """Make `factory` available as `kind` in configuration section `section`.
+
+    Sections: `model` (a factory `(sample_shape, num_classes, *, key, **args) -> model`),
+    `estimator`, `relaxation`, `activation`, `cost`, `pooling` (classes), `optimizer`
+    (`(learning_rate, **args) -> optax.GradientTransformation`), `schedule`
+    (`(lr, total_steps, **args) -> lr or optax schedule`), `data` (`(data_dir) -> Dataset`).
+    """
+    table = REGISTRY.setdefault(section, {})
+    if kind in table and not overwrite and table[kind] is not factory:
+        raise ValueError(f"{section} kind {kind!r} is already registered; pass overwrite=True.")
+    table[kind] = factory
+
+
+def kinds(section: str) -> tuple[str, ...]:
+    """The registered kinds of a section."""
+    if section not in REGISTRY:
+        raise ValueError(f"unknown section {section!r}; valid: {', '.join(REGISTRY)}.")
+    return tuple(REGISTRY[section])
+
+
+def lookup(section: str, kind: str) -> Callable:
+    table = REGISTRY.get(section)
+    if table is None:
+        raise ValueError(f"unknown section {section!r}; valid: {', '.join(REGISTRY)}.")
+    if kind not in table:
+        raise ValueError(f"unknown {section} {kind!r}; valid: {', '.join(table)}.")
+    return table[kind]
+
+
+def _none(value):
+    return None if isinstance(value, str) and value.lower() in ("none", "null") else value
+
+
+def parameters(factory: Callable) -> dict[str, inspect.Parameter]:
+    """The keyword arguments a factory takes (for a class: its `__init__`, or its
+    dataclass fields for an Equinox module)."""
+    sig = inspect.signature(factory)
+    return {
+        name: p
+        for name, p in sig.parameters.items()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+
+
+def check_arguments(section: str, kind: str, args: Mapping[str, Any], reserved=()) -> None:
+    """Every argument must be one the factory takes (and not one the caller supplies)."""
+    params = parameters(lookup(section, kind))
+    takes_any = any(
+        p.kind == p.VAR_KEYWORD
+        for p in inspect.signature(lookup(section, kind)).parameters.values()
+    )
+    valid = [n for n in params if n not in reserved]
+    for name in args:
+        if name in reserved or (name not in params and not takes_any):
+            raise ValueError(
+                f"{section} {kind!r} takes no argument {name!r}; valid: {', '.join(valid)}."
+            )
+
+
+def resolve(value, section: str):
+    """A strategy given as a kind name or a `{kind = ..., ...}` table, built."""
+    if isinstance(value, str):
+        return build(section, {"kind": value})
+    if isinstance(value, Mapping):
+        return build(section, value)
+    return value
+
+
+def build(section: str, spec: Mapping[str, Any], **supplied):
+    """Call the factory of `spec["kind"]` with the other entries of `spec` (nested
+    strategies built, `"none"` read as `None`) and the `supplied` arguments."""
+    if "kind" not in spec:
+        raise ValueError(
+            f"the {section} section needs a `kind`; valid: {', '.join(kinds(section))}."
+        )
+    kind = spec["kind"]
+    args = {k: v for k, v in spec.items() if k != "kind"}
+    check_arguments(section, kind, args, reserved=tuple(supplied))
+    args = {k: _none(v) for k, v in args.items()}
+    for name, nested in NESTED.items():
+        if name in args and args[name] is not None:
+            args[name] = resolve(args[name], nested)
+    for name, value in args.items():
+        if isinstance(value, list):
+            args[name] = tuple(value)
+    try:
+        return lookup(section, kind)(**args, **supplied)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{section} {kind!r}: {e}") from e
+
+
+# ---------------------------------------------------------------------- the library
+
+
+def mlp(
+    sample_shape,
+    num_classes,
+    *,
+    key,
+    hidden=(64,),
+    activation=act.Sigmoid(),
+    weight_scale=1.0,
+    dtype="float32",
+):
+    """`EnergyMLP((prod(sample_shape), *hidden, num_classes))`: images are flattened."""
+    features = math.prod(sample_shape)
+    return EnergyMLP(
+        (features, *hidden, num_classes),
+        activation=activation,
+        weight_scale=weight_scale,
+        dtype=dtype,
+        key=key,
+    )
+
+
+def _check_lr(value, what="lr"):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{what} must be a number, got {value!r}.")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{what} must be finite and non-negative, got {value!r}.")
+
+
+def sgd(learning_rate, *, nesterov=False):
+    """Plain stochastic gradient descent."""
+    return optax.sgd(learning_rate, nesterov=nesterov)
+
+
+def momentum(learning_rate, *, momentum=0.9, nesterov=False):
+    """SGD with (heavy-ball or Nesterov) momentum."""
+    if not 0 <= momentum < 1:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}.")
+    return optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov)
+
+
+def adam(learning_rate, *, b1=0.9, b2=0.999, eps=1e-8):
+    return optax.adam(learning_rate, b1=b1, b2=b2, eps=eps)
+
+
+def adamw(learning_rate, *, b1=0.9, b2=0.999, eps=1e-8, decoupled_weight_decay=1e-4):
+    return optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=decoupled_weight_decay)
+
+
+def constant(lr, total_steps):
+    del total_steps
+    return lr
+
+
+def cosine(lr, total_steps, *, final_fraction=0.0):
+    """Cosine decay from `lr` to `final_fraction * lr` over the whole run."""
+    return optax.cosine_decay_schedule(lr, max(1, total_steps), alpha=final_fraction)
+
+
+def warmup_cosine(lr, total_steps, *, warmup_fraction=0.05, final_fraction=0.0):
+    """Linear warm-up over `warmup_fraction` of the run, then cosine decay."""
+    warmup = int(warmup_fraction * total_steps)
+    return optax.warmup_cosine_decay_schedule(
+        0.0, lr, warmup, max(warmup + 1, total_steps), end_value=final_fraction * lr
+    )
+
+
+def _register_library():
+    for kind, factory in {"mlp": mlp}.items():
+        register("model", kind, factory)
+    estimators = {
+        "hep": HolomorphicEP,
+        "classic": ClassicEP,
+        "symmetric": SymmetricEP,
+        "oscillating": OscillatingEP,
+        "implicit": ImplicitDifferentiation,
+        "bptt": BPTT,
+        "rbp": RecurrentBackprop,
+    }
+    for kind, cls in estimators.items():
+        register("estimator", kind, cls)
+    for kind, cls in {
+        "fixed_point": FixedPointRelaxation,
+        "ode": ODERelaxation,
+        "sde": SDERelaxation,
+    }.items():
+        register("relaxation", kind, cls)
+    for kind, cls in {
+        "sigmoid": act.Sigmoid,
+        "smooth_clip": act.SmoothClip,
+        "silu": act.SiLU,
+        "hard_sigmoid": act.HardSigmoid,
+        "relu": act.ReLU,
+    }.items():
+        register("activation", kind, cls)
+    for kind, cls in {
+        "cross_entropy": costs.CrossEntropy,
+        "squared_error": costs.SquaredError,
+    }.items():
+        register("cost", kind, cls)
+    for kind, fn in {"sgd": sgd, "momentum": momentum, "adam": adam, "adamw": adamw}.items():
+        register("optimizer", kind, fn)
+    for kind, fn in {
+        "constant": constant,
+        "cosine": cosine,
+        "warmup_cosine": warmup_cosine,
+    }.items():
+        register("schedule", kind, fn)
+    from .._data import DATASETS
+
+    for name in DATASETS:
+        register("data", name, functools.partial(load_dataset, name))
+
+
+_register_library()
+
+
+def model_key(seed: int):
+    """The key a run's model is initialised from."""
+    return jax.random.fold_in(jax.random.key(seed), 0)

@@ -1,0 +1,153 @@
+"""The training state and the pure, jit-compiled training and evaluation steps.
+
+Metrics stay on the device: each step adds its scalars to an accumulator (sums, and
+maxima for names ending in `_max`) that the loop reads once per logging interval, so
+the host never waits for the device between steps.
+"""
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+from jaxtyping import Array, Int, PRNGKeyArray, PyTree
+
+from .._costs import AbstractCost
+from .._estimators import AbstractEstimator
+from .._gradient import estimate
+from .._inference import check_inputs, free_phase
+from .._misc import tree_all_finite
+from .._models import AbstractModel
+from .._relaxation import AbstractRelaxation
+from .._results import RESULTS
+
+
+class TrainState(eqx.Module):
+    """What a training run carries from step to step: the model, the optimiser state,
+    the estimator state (e.g. an adaptive radius), the run's PRNG key and the number
+    of steps taken. Each step draws its noise from `fold_in(fold_in(key, 1), step)`."""
+
+    model: AbstractModel
+    opt_state: PyTree
+    estimator_state: Any
+    key: PRNGKeyArray
+    step: Int[Array, ""]
+
+
+def init_train_state(model, optimizer, estimator, key, x, y) -> TrainState:
+    """A fresh state; `x`, `y` (one batch) give the estimator its shapes."""
+    opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+    estimator_state = estimator.init(model, jnp.asarray(x).astype(model.dtype), jnp.asarray(y))
+    return TrainState(model, opt_state, estimator_state, key, jnp.array(0, jnp.int32))
+
+
+def make_train_step(
+    estimator: AbstractEstimator,
+    relaxation: AbstractRelaxation,
+    cost: AbstractCost,
+    optimizer: optax.GradientTransformation,
+    nudged_relaxation: AbstractRelaxation | None = None,
+):
+    """`step(state, x, y) -> (state, metrics)`, pure and jit-compiled, for any estimator
+    and any optax transform. It goes through the same checks as `ep.gradient` (the
+    data's values are checked once when loaded, not at every step) and never raises on
+    a failed relaxation or a large aliasing estimate: `metrics["failed"]` counts them,
+    so one bad batch does not end a long run."""
+    nudged_relaxation = relaxation if nudged_relaxation is None else nudged_relaxation
+
+    @eqx.filter_jit
+    def step(state: TrainState, x, y):
+        key = jax.random.fold_in(jax.random.fold_in(state.key, 1), state.step)
+        grads, info, estimator_state = estimate(
+            state.model,
+            x,
+            y,
+            state.estimator_state,
+            estimator=estimator,
+            relaxation=relaxation,
+            nudged_relaxation=nudged_relaxation,
+            cost=cost,
+            key=key,
+            runtime_checks=False,
+        )
+        params = eqx.filter(state.model, eqx.is_inexact_array)
+        updates, opt_state = optimizer.update(grads, state.opt_state, params)
+        model = eqx.apply_updates(state.model, updates)
+        logits = jax.vmap(state.model.readout)(info.free_state)
+        finite = tree_all_finite(eqx.filter(model, eqx.is_inexact_array))
+        metrics = {
+            **info.metrics(),
+            "accuracy": jnp.mean(jnp.argmax(logits, -1) == y),
+            "failed": (info.result != RESULTS.successful).astype(jnp.float32),
+            "nonfinite_params": (~finite).astype(jnp.float32),
+        }
+        metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+        new = TrainState(model, opt_state, estimator_state, state.key, state.step + 1)
+        return new, metrics
+
+    return step
+
+
+def empty_accumulator(metrics_like: dict[str, Array]) -> dict[str, Array]:
+    """Zeros (and -inf for maxima) for the metric names of a step, plus a count."""
+    acc = {
+        k: jnp.full((), -jnp.inf if k.endswith("_max") else 0.0, jnp.float32) for k in metrics_like
+    }
+    acc["count"] = jnp.zeros((), jnp.float32)
+    return acc
+
+
+def accumulate(acc: dict[str, Array], metrics: dict[str, Array]) -> dict[str, Array]:
+    out = {
+        k: jnp.maximum(acc[k], v) if k.endswith("_max") else acc[k] + v for k, v in metrics.items()
+    }
+    out["count"] = acc["count"] + 1
+    return out
+
+
+def summarise(read: dict[str, float]) -> dict[str, float]:
+    """Means (sums over the count) and maxima from an accumulator read to the host."""
+    n = max(read["count"], 1.0)
+    return {k: (v if k.endswith("_max") else v / n) for k, v in read.items() if k != "count"} | {
+        "count": read["count"]
+    }
+
+
+def make_eval_step(relaxation: AbstractRelaxation, cost: AbstractCost):
+    """`evaluate(model, x, y, valid, key, sums) -> sums`, jit-compiled: adds the loss,
+    top-1 and top-5 hits, free-phase residual and steps of the `valid` samples of a
+    batch to device sums."""
+
+    @eqx.filter_jit
+    def evaluate(model, x, y, valid, key, sums):
+        x, y = check_inputs(model, x, y, runtime=False)
+        s, stats = free_phase(model, x, relaxation, key if relaxation.noisy else None)
+        logits = jax.vmap(model.readout)(s)
+        loss = jax.vmap(cost)(logits, y)
+        rank = jnp.sum(logits > jnp.take_along_axis(logits, y[:, None], 1), axis=1)
+        mask = valid.astype(jnp.float32)
+        new = {
+            "loss": jnp.sum(mask * loss),
+            "top1": jnp.sum(mask * (rank == 0)),
+            "top5": jnp.sum(mask * (rank < 5)),
+            "residual": jnp.sum(mask * stats.residual),
+            "free_steps": jnp.sum(mask * stats.steps),
+            "count": jnp.sum(mask),
+        }
+        new = {k: v.astype(jnp.float32) for k, v in new.items()}
+        out = {k: sums[k] + new[k] for k in new}
+        out["free_steps_max"] = jnp.maximum(
+            sums["free_steps_max"], jnp.max(jnp.where(valid, stats.steps, 0)).astype(jnp.float32)
+        )
+        out["failed"] = sums["failed"] + jnp.sum(
+            mask * (stats.result != RESULTS.successful)
+        ).astype(jnp.float32)
+        return out
+
+    return evaluate
+
+
+def empty_eval_sums() -> dict[str, Array]:
+    names = ("loss", "top1", "top5", "residual", "free_steps", "free_steps_max", "failed", "count")
+    return {k: jnp.zeros((), jnp.float32) for k in names}

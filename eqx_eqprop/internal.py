@@ -1,0 +1,55 @@
+"""Internals that experiments, benchmarks and tests use, public but not stable (the
+optimistix convention): helpers a user rarely needs and whose signatures may change."""
+
+from ._data import (
+    augment_batch as augment_batch,
+    check_dataset as check_dataset,
+    epoch_order as epoch_order,
+    eval_batches as eval_batches,
+    has_idx_files as has_idx_files,
+    load_dataset as load_dataset,
+    load_digits as load_digits,
+    load_idx_directory as load_idx_directory,
+    load_tfds as load_tfds,
+    read_idx as read_idx,
+    train_batches as train_batches,
+)
+from ._estimators._aliasing import aliasing_estimate as aliasing_estimate
+from ._estimators._ep import (
+    circle_factors as circle_factors,
+    require_holomorphic as require_holomorphic,
+)
+from ._inference import (
+    check_inputs as check_inputs,
+    mean_cost as mean_cost,
+    nudged_relax as nudged_relax,
+)
+from ._misc import (
+    complex_dtype as complex_dtype,
+    gaussian_like as gaussian_like,
+    merge_complex as merge_complex,
+    sample_keys as sample_keys,
+    split_complex as split_complex,
+    tree_astype as tree_astype,
+    tree_norm as tree_norm,
+)
+from ._relaxation import discrete_noise as discrete_noise, relaxation_stats as relaxation_stats
+from ._results import combine_results as combine_results
+from ._training import (
+    REGISTRY as REGISTRY,
+    as_model_input as as_model_input,
+    build_cost as build_cost,
+    build_data as build_data,
+    build_estimator as build_estimator,
+    build_model as build_model,
+    build_model_from_spec as build_model_from_spec,
+    build_optimizer as build_optimizer,
+    build_relaxations as build_relaxations,
+    evaluate as evaluate,
+    init_train_state as init_train_state,
+    kinds as kinds,
+    load_checkpoint as load_checkpoint,
+    make_eval_step as make_eval_step,
+    read_device as read_device,
+)
+from ._training._cli import main as cli_main, parse_setting as parse_setting  # noqa: F401
