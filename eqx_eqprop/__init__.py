@@ -48,7 +48,10 @@ from ._models import (
     Nudge as Nudge,
 )
 from ._relaxation import (
+    AbstractDiscreteRelaxation as AbstractDiscreteRelaxation,
     AbstractRelaxation as AbstractRelaxation,
+    AndersonRelaxation as AndersonRelaxation,
+    EvenOddRelaxation as EvenOddRelaxation,
     FixedPointRelaxation as FixedPointRelaxation,
     ODERelaxation as ODERelaxation,
     RelaxationStats as RelaxationStats,

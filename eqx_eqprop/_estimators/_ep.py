@@ -90,6 +90,14 @@ def beta_field(name: str, positive: bool = True):
     return eqx.field(converter=lambda beta: check_beta(beta, name, positive))
 
 
+def check_target(estimator, name: str) -> None:
+    target, retries = estimator.target_error, estimator.max_retries
+    if target is not None and not (isinstance(target, (int, float)) and 0 < target < 1):
+        raise ValueError(f"{name}: target_error must be in (0, 1), got {target!r}.")
+    if not (isinstance(retries, int) and retries >= 0):
+        raise ValueError(f"{name}: max_retries must be a non-negative integer, got {retries!r}.")
+
+
 def circle_factors(n: int) -> tuple[complex, ...]:
     """`exp(2 pi i k / n)`, k = 0..n-1, with exact conjugate pairs and exact -1."""
     out = [1 + 0j] + [0j] * (n - 1)
@@ -209,16 +217,73 @@ class AbstractPhaseEstimator(AbstractEstimator):
             norms,
         )
 
+    def init(self, model, x, y):
+        """The radius to start from: `beta` (kept across steps with `target_error`)."""
+        del x, y
+        if getattr(self, "target_error", None) is None:
+            return None
+        return jnp.abs(jnp.asarray(self.beta).astype(model.dtype))
+
     def step(self, model, x, y, state, *, relaxation, nudged_relaxation, cost, key):
         self.check_model(model, cost)
+        noisy = relaxation.noisy or nudged_relaxation.noisy
         s_free, free_stats = jax.lax.stop_gradient(free_phase(model, x, relaxation, key))
         f0 = self.observable(model, x, s_free, None)
         beta = jnp.asarray(self.beta).astype(model.dtype)
-        samples = self.sample_phases(model, x, y, s_free, f0, beta, nudged_relaxation, cost, key)
+
+        def sample(b):
+            return self.sample_phases(model, x, y, s_free, f0, b, nudged_relaxation, cost, key)
+
+        target = getattr(self, "target_error", None)
+        if target is None:
+            samples, radius, retries = sample(beta), jnp.abs(beta), 0
+        else:
+            if noisy:
+                raise ValueError(
+                    f"{type(self).__name__}: target_error adapts the radius to the aliasing "
+                    "estimate, which noisy dynamics blur with their noise; use a fixed beta "
+                    "(target_error=None) with noise."
+                )
+            radius = jnp.minimum(jnp.asarray(state, beta.dtype), jnp.abs(beta))
+            samples, radius, retries = self._adapt(sample, radius, target)
+            state = jnp.minimum(jnp.abs(beta), radius * self._factor(samples, target, grow=True))
         grads = self.finish(model, x, y, s_free, cost, samples.coefficient)
-        noisy = relaxation.noisy or nudged_relaxation.noisy
-        info = self._info(model, y, cost, s_free, free_stats, samples, jnp.abs(beta), 0, noisy)
+        info = self._info(model, y, cost, s_free, free_stats, samples, radius, retries, noisy)
         return grads, info, state
+
+    def _bad(self, samples, target):
+        failed = jnp.any(samples.stats.result != RESULTS.successful)
+        return failed | ~(samples.error <= target)
+
+    def _factor(self, samples, target, grow: bool):
+        """The radius change the estimate asks for: the aliasing error scales like
+        radius^N, so `0.9 (target / error)^(1/N)`, within [0.2, 0.9] to shrink after a
+        rejected attempt (0.5 when a phase failed) and [1, 2] to grow between steps."""
+        n = len(self.phase_factors())
+        error = jnp.maximum(samples.error, jnp.finfo(samples.error.dtype).tiny)
+        factor = 0.9 * (target / error) ** (1.0 / n)
+        failed = jnp.any(samples.stats.result != RESULTS.successful)
+        factor = jnp.where(failed | ~jnp.isfinite(factor), 0.5, factor)
+        return jnp.clip(factor, 1.0, 2.0) if grow else jnp.clip(factor, 0.2, 0.9)
+
+    def _adapt(self, sample, radius, target):
+        """Like a rejected step of an adaptive ODE solver: while the estimate exceeds the
+        target (or a phase failed), retry at a smaller radius, at most `max_retries`
+        times, inside the same compiled call."""
+        max_retries = self.max_retries
+
+        def cond(carry):
+            _, samples, retries = carry
+            return self._bad(samples, target) & (retries < max_retries)
+
+        def body(carry):
+            radius, samples, retries = carry
+            radius = radius * self._factor(samples, target, grow=False)
+            return radius, sample(radius), retries + 1
+
+        init = (radius, sample(radius), jnp.array(0, jnp.int32))
+        radius, samples, retries = jax.lax.while_loop(cond, body, init)
+        return samples, radius, retries
 
     def _info(self, model, y, cost, s_free, free_stats, samples, radius, retries, noisy):
         nudged_failed = jnp.any(samples.stats.result != RESULTS.successful)
@@ -274,10 +339,16 @@ class SymmetricEP(AbstractPhaseEstimator):
     - `beta`: the nudge magnitude (> 0).
     - `error_tolerance`: flag (`RESULTS.inaccurate_estimate`) a relative aliasing error
       estimate above this; `None` turns the check off.
+    - `target_error`, `max_retries`: an adaptive radius, as for `HolomorphicEP`.
     """
 
     beta: Array = beta_field("SymmetricEP")
     error_tolerance: float | None = eqx.field(static=True, default=0.05)
+    target_error: float | None = eqx.field(static=True, default=None)
+    max_retries: int = eqx.field(static=True, default=3)
+
+    def __check_init__(self):
+        check_target(self, "SymmetricEP")
 
     def phase_factors(self):
         return (1 + 0j, -1 + 0j)
@@ -295,6 +366,21 @@ class HolomorphicEP(AbstractPhaseEstimator):
     - `error_tolerance`: flag (`RESULTS.inaccurate_estimate`) a relative error estimate
       above this; `None` turns the check off. Not applied to noisy dynamics, where the
       estimate also measures the noise.
+    - `target_error`: choose the radius adaptively, `beta` being the largest (see
+      below); `None` (default) keeps `|beta|` fixed.
+    - `max_retries`: smaller radii tried within one call (adaptive radius only).
+
+    **Adaptive radius.** With `target_error`, the estimator keeps a radius `r` in its
+    state (`init`: `r = beta`). A call relaxes the phases at `r`; while the aliasing
+    estimate exceeds `target_error` or a phase failed (a complex phase outside the
+    region where the dynamics converge), it retries at `r * 0.9 (target/error)^(1/N)`
+    (clipped to [0.2, 0.9]; 0.5 after a failed phase), at most `max_retries` times,
+    inside the same compiled call, like a rejected step of an adaptive ODE solver. The
+    accepted radius is `info.radius`, the retries `info.retries`. The next call starts
+    from `r * 0.9 (target/error)^(1/N)` clipped to [1, 2], at most `beta`: the radius
+    grows back when the estimate allows, like a step-size controller. A radius small
+    enough that the relaxations' tolerance dominates the estimate (tolerance / r)
+    cannot be helped by shrinking: relax tighter. Not available with noisy dynamics.
 
     The complex phases need a holomorphic network and cost.
     """
@@ -302,8 +388,11 @@ class HolomorphicEP(AbstractPhaseEstimator):
     beta: Array = beta_field("HolomorphicEP")
     num_phases: int = eqx.field(static=True)
     error_tolerance: float | None = eqx.field(static=True, default=0.05)
+    target_error: float | None = eqx.field(static=True, default=None)
+    max_retries: int = eqx.field(static=True, default=3)
 
     def __check_init__(self):
+        check_target(self, "HolomorphicEP")
         if (
             not isinstance(self.num_phases, int)
             or isinstance(self.num_phases, bool)
@@ -311,6 +400,11 @@ class HolomorphicEP(AbstractPhaseEstimator):
         ):
             raise ValueError(
                 f"HolomorphicEP: num_phases must be an integer >= 1, got {self.num_phases!r}."
+            )
+        if self.target_error is not None and self.num_phases < 2:
+            raise ValueError(
+                "HolomorphicEP: target_error needs the aliasing estimate, which needs "
+                "num_phases >= 2."
             )
 
     def phase_factors(self):

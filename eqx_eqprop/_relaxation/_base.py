@@ -47,14 +47,18 @@ def relaxation_stats(dynamics: AbstractDynamics, s: State, steps, result) -> Rel
     return RelaxationStats(jnp.asarray(steps), residual.astype(real_dtype(s)), result)
 
 
-def _apply(y, dynamics):
-    """`T(y)` in optimistix's and diffrax's calling convention `fn(y, args)`."""
-    return dynamics(y)
+class SweepFn(eqx.Module):
+    """One application of a relaxation's iteration map, `fn(y, dynamics)` in optimistix's
+    and diffrax's convention; with `split`, states and dynamics travel as real pairs."""
 
+    relaxation: "AbstractRelaxation"
+    split: bool = eqx.field(static=True, default=False)
 
-def _apply_split(y, dynamics):
-    """`_apply` for states and dynamics whose complex leaves travel as real pairs."""
-    return split_complex(merge_complex(dynamics)(merge_complex(y)))
+    def __call__(self, y, dynamics):
+        if self.split:
+            out = self.relaxation.sweep(merge_complex(dynamics), merge_complex(y))
+            return split_complex(out)
+        return self.relaxation.sweep(dynamics, y)
 
 
 class AbstractRelaxation(eqx.Module):
@@ -71,7 +75,8 @@ class AbstractRelaxation(eqx.Module):
     def _solve(
         self, fn, y0: State, dynamics: AbstractDynamics
     ) -> tuple[State, Int[Array, ""], RESULTS]:
-        """Real states only: `fn(y, dynamics)` is `T(y)`. Returns (state, steps, result)."""
+        """Real states only: `fn(y, dynamics)` is one `sweep`. Returns (state, steps,
+        result)."""
 
     @property
     def noisy(self) -> bool:
@@ -93,11 +98,17 @@ class AbstractRelaxation(eqx.Module):
                 )
             s, steps, result = self._solve_noisy(dynamics, s0, key)
         elif is_complex_tree((s0, dynamics)):
-            y, steps, result = self._solve(_apply_split, split_complex(s0), split_complex(dynamics))
+            fn = SweepFn(self, split=True)
+            y, steps, result = self._solve(fn, split_complex(s0), split_complex(dynamics))
             s = merge_complex(y)
         else:
-            s, steps, result = self._solve(_apply, s0, dynamics)
+            s, steps, result = self._solve(SweepFn(self), s0, dynamics)
         return s, relaxation_stats(dynamics, s, steps, result)
+
+    def sweep(self, dynamics: AbstractDynamics, s: State, noise: State | None = None) -> State:
+        """One application of the map the relaxation iterates (`T(s)`; even/odd
+        relaxations update half the layers, then the other half)."""
+        return dynamics(s, noise)
 
     def _solve_noisy(self, dynamics, s0, key):
         raise NotImplementedError(f"{type(self).__name__} has no noisy dynamics.")

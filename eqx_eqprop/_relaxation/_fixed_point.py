@@ -1,4 +1,4 @@
-"""Discrete-time relaxation: synchronous fixed-point iteration through optimistix."""
+"""Discrete-time relaxations through optimistix: synchronous and even/odd iteration."""
 
 from collections.abc import Callable
 
@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import optimistix as optx
 
+from .._models import AbstractDynamics
 from .._results import RESULTS
 from ._base import AbstractRelaxation, discrete_noise
 
@@ -36,29 +37,44 @@ def promote_fixed_point_result(result: optx.RESULTS, fixed_steps: bool) -> RESUL
     )
 
 
-class FixedPointRelaxation(AbstractRelaxation):
-    """Discrete-time synchronous iteration `s <- T(s)` (Scellier & Bengio 2017),
-    through `optimistix.fixed_point`.
+def scaled_change(new, old, rtol, atol, norm=optx.max_norm):
+    """`norm(|new - old| / (atol + rtol |new|))`: below 1 means converged."""
+    return norm(jtu.tree_map(lambda a, b: jnp.abs(a - b) / (atol + rtol * jnp.abs(a)), new, old))
 
-    - `max_steps`: step budget.
-    - `rtol`, `atol`: stop when `max|T(s) - s| < atol + rtol * max|T(s)|`. With both
-      `None` it runs exactly `max_steps` steps (the papers' fixed-length phases) and
-      counts as converged whatever the residual; the residual is still reported.
-    - `damping`: `s <- (1 - damping) T(s) + damping s`.
-    - `adjoint`: how `jax.grad` differentiates through the equilibrium (implicit
-      function theorem by default).
-    - `noise`: std of Gaussian noise added inside the activation at every step,
-      independent per sample, phase, neuron and step (`s <- sigma(dPhi/ds + noise)`,
-      Laborieux & Zenke 2022). Noisy dynamics have no fixed point: they need
-      `rtol = atol = None`, and `gradient(..., key=...)`.
-    """
 
-    max_steps: int = eqx.field(static=True, default=500)
-    rtol: float | None = eqx.field(static=True, default=1e-6)
-    atol: float | None = eqx.field(static=True, default=1e-6)
-    damping: float = eqx.field(static=True, default=0.0)
-    adjoint: optx.AbstractAdjoint = optx.ImplicitAdjoint()
-    noise: float = eqx.field(static=True, default=0.0)
+def layer_parities(dynamics: AbstractDynamics, name: str) -> tuple[tuple[int, ...], ...]:
+    """The even and the odd layers of a layered network, or a clear error."""
+    n = dynamics.num_layers
+    if n is None:
+        raise ValueError(
+            f"{name} updates the even layers, then the odd ones: it needs a layered network "
+            "(a state that is a tuple of layers). This network has no layers; use "
+            "FixedPointRelaxation, or AndersonRelaxation(even_odd=False)."
+        )
+    even, odd = tuple(range(0, n, 2)), tuple(range(1, n, 2))
+    return (even, odd) if odd else (even,)
+
+
+def even_odd_sweep(dynamics: AbstractDynamics, s, noise=None):
+    """Update the even layers, then the odd ones with the fresh even values (a
+    block Gauss-Seidel sweep: for layered networks its contraction rate is the square
+    of the synchronous one). Costs one synchronous step."""
+    for layers in layer_parities(dynamics, "EvenOddRelaxation"):
+        s = dynamics.update_layers(s, layers, noise)
+    return s
+
+
+class AbstractDiscreteRelaxation(AbstractRelaxation):
+    """Discrete-time iteration of a map (`sweep`) through `optimistix.fixed_point`:
+    tolerance-based or fixed-length, damping, implicit adjoint, noise inside the
+    activation at every step."""
+
+    max_steps: eqx.AbstractVar[int]
+    rtol: eqx.AbstractVar[float | None]
+    atol: eqx.AbstractVar[float | None]
+    damping: eqx.AbstractVar[float]
+    adjoint: eqx.AbstractVar[optx.AbstractAdjoint]
+    noise: eqx.AbstractVar[float]
 
     def __check_init__(self):
         check_steps_and_tolerances(self, self.max_steps, self.rtol, self.atol)
@@ -83,20 +99,18 @@ class FixedPointRelaxation(AbstractRelaxation):
     def step_noise(self, key, step, like):
         return discrete_noise(key, step, like, self.noise) if self.noisy else None
 
-    def _damp(self, new, old):
-        if not self.damping:
-            return new
-        return jtu.tree_map(lambda a, b: (1 - self.damping) * a + self.damping * b, new, old)
-
     def _solve_noisy(self, dynamics, s0, key):
         def body(i, s):
-            return self._damp(dynamics(s, self.step_noise(key, i, s)), s)
+            new = self.sweep(dynamics, s, self.step_noise(key, i, s))
+            if not self.damping:
+                return new
+            return jtu.tree_map(lambda a, b: (1 - self.damping) * a + self.damping * b, new, s)
 
         s = jax.lax.fori_loop(0, self.max_steps, body, s0)
         return s, jnp.array(self.max_steps), RESULTS.successful
 
     def _solve(self, fn, y0, dynamics):
-        solver = _SynchronousIteration(self.rtol, self.atol, self.damping)
+        solver = _Iteration(self.rtol, self.atol, self.damping)
         sol = optx.fixed_point(
             fn, solver, y0, dynamics, max_steps=self.max_steps, adjoint=self.adjoint, throw=False
         )
@@ -104,12 +118,53 @@ class FixedPointRelaxation(AbstractRelaxation):
         return sol.value, sol.stats["num_steps"], result
 
 
-def scaled_change(new, old, rtol, atol, norm=optx.max_norm):
-    """`norm(|new - old| / (atol + rtol |new|))`: below 1 means converged."""
-    return norm(jtu.tree_map(lambda a, b: jnp.abs(a - b) / (atol + rtol * jnp.abs(a)), new, old))
+class FixedPointRelaxation(AbstractDiscreteRelaxation):
+    """Discrete-time synchronous iteration `s <- T(s)` (Scellier & Bengio 2017),
+    through `optimistix.fixed_point`.
+
+    - `max_steps`: step budget.
+    - `rtol`, `atol`: stop when `max|T(s) - s| < atol + rtol * max|T(s)|`. With both
+      `None` it runs exactly `max_steps` steps (the papers' fixed-length phases) and
+      counts as converged whatever the residual; the residual is still reported.
+    - `damping`: `s <- (1 - damping) T(s) + damping s`.
+    - `adjoint`: how `jax.grad` differentiates through the equilibrium (implicit
+      function theorem by default).
+    - `noise`: std of Gaussian noise added inside the activation at every step,
+      independent per sample, phase, neuron and step (`s <- sigma(dPhi/ds + noise)`,
+      Laborieux & Zenke 2022). Noisy dynamics have no fixed point: they need
+      `rtol = atol = None`, and `gradient(..., key=...)`.
+    """
+
+    max_steps: int = eqx.field(static=True, default=500)
+    rtol: float | None = eqx.field(static=True, default=1e-6)
+    atol: float | None = eqx.field(static=True, default=1e-6)
+    damping: float = eqx.field(static=True, default=0.0)
+    adjoint: optx.AbstractAdjoint = optx.ImplicitAdjoint()
+    noise: float = eqx.field(static=True, default=0.0)
 
 
-class _SynchronousIteration(optx.AbstractFixedPointSolver):
+class EvenOddRelaxation(AbstractDiscreteRelaxation):
+    """Even/odd ("asynchronous") iteration for layered networks (Scellier et al. 2023):
+    each step updates the even layers, then the odd layers from the fresh even values.
+    A step costs one synchronous step, and on a layered energy network (where a layer
+    couples only to its neighbours) converges like two: the block Gauss-Seidel rate is
+    the square of the synchronous one. Same fixed points, same arguments and stopping
+    rule as `FixedPointRelaxation` (`steps` counts sweeps); a network without layers
+    says so.
+    """
+
+    max_steps: int = eqx.field(static=True, default=250)
+    rtol: float | None = eqx.field(static=True, default=1e-6)
+    atol: float | None = eqx.field(static=True, default=1e-6)
+    damping: float = eqx.field(static=True, default=0.0)
+    adjoint: optx.AbstractAdjoint = optx.ImplicitAdjoint()
+    noise: float = eqx.field(static=True, default=0.0)
+
+    def sweep(self, dynamics, s, noise=None):
+        return even_odd_sweep(dynamics, s, noise)
+
+
+class _Iteration(optx.AbstractFixedPointSolver):
     """`y <- (1 - damp) fn(y) + damp y`, stopping once
     `max|y_new - y| / (atol + rtol |y_new|) < 1`. With `rtol = atol = None` there is no
     stopping test (no per-step norm, no batched loop predicate) and optimistix runs

@@ -9,13 +9,13 @@ import lineax as lx
 
 from .._misc import SplitComplex, is_complex_tree, merge_complex, split_complex, tree_max_abs
 from .._results import RESULTS
-from ._base import AbstractRelaxation, _apply, _apply_split
+from ._base import AbstractRelaxation, SweepFn
 
 
 class _VectorField(eqx.Module):
     """`ds/dt = T(s) - s` in diffrax's convention `f(t, y, args)`, `args` the dynamics."""
 
-    fn: object = eqx.field(static=True)
+    fn: SweepFn
 
     def __call__(self, t, y, args):
         del t
@@ -140,11 +140,10 @@ class SDERelaxation(AbstractRelaxation):
 
     def _solve_noisy(self, dynamics, s0, key):
         if is_complex_tree((s0, dynamics)):
-            y, steps, result = self._integrate(
-                _apply_split, split_complex(s0), split_complex(dynamics), key
-            )
+            fn = SweepFn(self, split=True)
+            y, steps, result = self._integrate(fn, split_complex(s0), split_complex(dynamics), key)
             return merge_complex(y), steps, result
-        return self._integrate(_apply, s0, dynamics, key)
+        return self._integrate(SweepFn(self), s0, dynamics, key)
 
 
 def _noise_diagonal(y0, noise):
