@@ -38,12 +38,21 @@ from ._gradient import (
     predict as predict,
 )
 from ._inference import free_phase as free_phase
-from ._layers import Dense as Dense
+from ._layers import (
+    AbstractPool as AbstractPool,
+    AvgPool as AvgPool,
+    Conv2d as Conv2d,
+    Dense as Dense,
+    IdentityPool as IdentityPool,
+    MaxPool as MaxPool,
+    SoftmaxPool as SoftmaxPool,
+)
 from ._models import (
     AbstractDynamics as AbstractDynamics,
     AbstractEnergyModel as AbstractEnergyModel,
     AbstractModel as AbstractModel,
     Dynamics as Dynamics,
+    EnergyConvNet as EnergyConvNet,
     EnergyMLP as EnergyMLP,
     Nudge as Nudge,
 )

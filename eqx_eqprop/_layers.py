@@ -72,3 +72,152 @@ class Dense(eqx.Module):
     def linear(self, v: Inexact[Array, " inp"]) -> Inexact[Array, " out"]:
         """`W v` without the bias."""
         return real_matmul(self.weight, v)
+
+
+def _conv(v, w, padding):
+    """One sample `(H, W, C_in)` convolved with `w` `(k, k, C_in, C_out)`, NHWC."""
+    return jax.lax.conv_general_dilated(
+        v, w, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+
+class Conv2d(eqx.Module):
+    """`v -> conv(v, W) + b` on one sample `(height, width, channels)` (NHWC, stride 1).
+
+    - `in_channels`, `out_channels`, `kernel_size`: sizes (square kernels).
+    - `padding`: `"SAME"` or `"VALID"`.
+    - `weight_scale`: `W` is truncated normal with std `weight_scale / sqrt(k * k * in)`;
+      the bias starts at zero.
+
+    A complex input is convolved as its real and imaginary parts in one call (a batch
+    of two), not by promoting the real kernel.
+    """
+
+    weight: Float[Array, "k k inp out"]
+    bias: Float[Array, " out"]
+    padding: str = eqx.field(static=True)
+    holomorphic: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        *,
+        padding: str = "SAME",
+        weight_scale: float = 1.0,
+        dtype=jnp.float32,
+        key: PRNGKeyArray,
+    ):
+        if padding not in ("SAME", "VALID"):
+            raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}.")
+        fan_in = kernel_size * kernel_size * in_channels
+        shape = (kernel_size, kernel_size, in_channels, out_channels)
+        self.weight = truncated_normal_init(key, shape, fan_in, weight_scale, dtype)
+        self.bias = jnp.zeros(out_channels, dtype)
+        self.padding = padding
+
+    @property
+    def kernel_size(self) -> int:
+        return self.weight.shape[0]
+
+    def out_size(self, height: int, width: int) -> tuple[int, int]:
+        if self.padding == "SAME":
+            return height, width
+        k = self.kernel_size
+        return height - k + 1, width - k + 1
+
+    def linear(self, v: Inexact[Array, "h w c"]) -> Inexact[Array, "h2 w2 out"]:
+        """The convolution without the bias."""
+        if jnp.iscomplexobj(v):
+            out = _conv(jnp.stack([v.real, v.imag]), self.weight, self.padding)
+            return jax.lax.complex(out[0], out[1])
+        return _conv(v[None], self.weight, self.padding)[0]
+
+    def __call__(self, v):
+        return self.linear(v) + self.bias[None, None, :]
+
+
+# ---------------------------------------------------------------------------- pooling
+
+
+def _windows(v, window: int):
+    """`(H, W, C)` -> `(H // k, W // k, C, k * k)`: the non-overlapping k x k windows
+    (a trailing row or column that does not fill a window is dropped)."""
+    h, w, c = v.shape
+    hh, ww = h // window, w // window
+    v = v[: hh * window, : ww * window]
+    v = v.reshape(hh, window, ww, window, c).transpose(0, 2, 4, 1, 3)
+    return v.reshape(hh, ww, c, window * window)
+
+
+class AbstractPool(eqx.Module):
+    """Pooling over non-overlapping `window x window` windows (stride = window) of a
+    `(height, width, channels)` state. Subclasses say whether they are holomorphic."""
+
+    window: eqx.AbstractVar[int]
+    holomorphic: ClassVar[bool]
+
+    def out_size(self, height: int, width: int) -> tuple[int, int]:
+        return height // self.window, width // self.window
+
+    def __check_init__(self):
+        if not (isinstance(self.window, int) and self.window >= 1):
+            raise ValueError(f"window must be a positive integer, got {self.window!r}.")
+
+
+class IdentityPool(AbstractPool):
+    """No pooling."""
+
+    window: int = eqx.field(static=True, default=1, init=False)
+    holomorphic: ClassVar[bool] = True
+
+    def __call__(self, v):
+        return v
+
+
+class AvgPool(AbstractPool):
+    """Mean over each window (linear, so holomorphic)."""
+
+    window: int = eqx.field(static=True, default=2)
+    holomorphic: ClassVar[bool] = True
+
+    def __call__(self, v):
+        return jnp.mean(_windows(v, self.window), axis=-1)
+
+
+class MaxPool(AbstractPool):
+    """Maximum over each window. Not holomorphic: with complex nudges, use SoftmaxPool
+    (or real phases only: ClassicEP, SymmetricEP, HolomorphicEP with num_phases <= 2)."""
+
+    window: int = eqx.field(static=True, default=2)
+    holomorphic: ClassVar[bool] = False
+
+    def __call__(self, v):
+        if jnp.iscomplexobj(v):
+            raise TypeError(
+                "MaxPool is not holomorphic, so it cannot take the complex states of a "
+                "complex nudge. Use SoftmaxPool() instead, or real phases only."
+            )
+        return jnp.max(_windows(v, self.window), axis=-1)
+
+
+class SoftmaxPool(AbstractPool):
+    """The holomorphic softmax pooling of Laborieux & Zenke (2022):
+    `P(v) = sum_i v_i exp(v_i / T) / sum_i exp(v_i / T)` over each window; `T -> 0` gives
+    max pooling, `T -> inf` average pooling. The window maximum (of the real part) is
+    subtracted under `stop_gradient`, which changes nothing but the overflow."""
+
+    temperature: float = eqx.field(static=True, default=1.0)
+    window: int = eqx.field(static=True, default=2)
+    holomorphic: ClassVar[bool] = True
+
+    def __check_init__(self):
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature!r}.")
+
+    def __call__(self, v):
+        w = _windows(v, self.window) / self.temperature
+        shift = jax.lax.stop_gradient(jnp.max(jnp.real(w), axis=-1, keepdims=True))
+        e = jnp.exp(w - shift)
+        return self.temperature * jnp.sum(w * e, axis=-1) / jnp.sum(e, axis=-1)

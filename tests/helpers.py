@@ -24,6 +24,18 @@ def problem(seed=0, sizes=(13, 17, 11, 5), batch=8, scale=0.5, dtype=jnp.float64
     return model, x, y
 
 
+def conv_problem(seed=0, batch=4, dtype=jnp.float64, **kw):
+    """A small convolutional energy network on random 8x8x2 images: 3x3 convolutions with
+    3 and 4 channels, softmax pooling and the holomorphic clip, weights at 0.5 x the
+    default scale (contractive); states 4x4x3 and 2x2x4, 3 classes."""
+    kw = {"pooling": ep.SoftmaxPool(0.5), "weight_scale": 0.5, **kw}
+    model = ep.EnergyConvNet((8, 8, 2), (3, 4), 3, dtype=dtype, key=jax.random.key(seed), **kw)
+    kx, ky = jax.random.split(jax.random.key(2000 + seed))
+    x = jax.random.uniform(kx, (batch, 8, 8, 2), dtype)
+    y = jax.random.randint(ky, (batch,), 0, 3)
+    return model, x, y
+
+
 def flat(tree) -> jnp.ndarray:
     return jnp.concatenate([jnp.ravel(v) for v in jtu.tree_leaves(tree)])
 

@@ -92,6 +92,9 @@ def beta_field(name: str, positive: bool = True):
 
 def check_target(estimator, name: str) -> None:
     target, retries = estimator.target_error, estimator.max_retries
+    fraction = estimator.min_radius_fraction
+    if not 0 < fraction <= 1:
+        raise ValueError(f"{name}: min_radius_fraction must be in (0, 1], got {fraction!r}.")
     if target is not None and not (isinstance(target, (int, float)) and 0 < target < 1):
         raise ValueError(f"{name}: target_error must be in (0, 1), got {target!r}.")
     if not (isinstance(retries, int) and retries >= 0):
@@ -246,43 +249,50 @@ class AbstractPhaseEstimator(AbstractEstimator):
                 )
             radius = jnp.minimum(jnp.asarray(state, beta.dtype), jnp.abs(beta))
             samples, radius, retries = self._adapt(sample, radius, target)
-            state = jnp.minimum(jnp.abs(beta), radius * self._factor(samples, target, grow=True))
+            grow = self._factor(samples, target, grow=True)
+            state = jnp.minimum(jnp.abs(beta), radius * grow)
         grads = self.finish(model, x, y, s_free, cost, samples.coefficient)
         info = self._info(model, y, cost, s_free, free_stats, samples, radius, retries, noisy)
         return grads, info, state
 
-    def _bad(self, samples, target):
-        failed = jnp.any(samples.stats.result != RESULTS.successful)
-        return failed | ~(samples.error <= target)
-
     def _factor(self, samples, target, grow: bool):
         """The radius change the estimate asks for: the aliasing error scales like
         radius^N, so `0.9 (target / error)^(1/N)`, within [0.2, 0.9] to shrink after a
-        rejected attempt (0.5 when a phase failed) and [1, 2] to grow between steps."""
+        rejected attempt (0.5 when a complex phase diverged) and [0.5, 2] between steps
+        (the safety factor 0.9 keeps the next radius a little inside the target, so that
+        few calls retry)."""
         n = len(self.phase_factors())
         error = jnp.maximum(samples.error, jnp.finfo(samples.error.dtype).tiny)
         factor = 0.9 * (target / error) ** (1.0 / n)
-        failed = jnp.any(samples.stats.result != RESULTS.successful)
-        factor = jnp.where(failed | ~jnp.isfinite(factor), 0.5, factor)
-        return jnp.clip(factor, 1.0, 2.0) if grow else jnp.clip(factor, 0.2, 0.9)
+        factor = jnp.where(_diverged(samples) | ~jnp.isfinite(factor), 0.5, factor)
+        return jnp.clip(factor, 0.5, 2.0) if grow else jnp.clip(factor, 0.2, 0.9)
 
     def _adapt(self, sample, radius, target):
         """Like a rejected step of an adaptive ODE solver: while the estimate exceeds the
-        target (or a phase failed), retry at a smaller radius, at most `max_retries`
-        times, inside the same compiled call."""
-        max_retries = self.max_retries
+        target (or a complex phase diverged), retry at a smaller radius, at most
+        `max_retries` times, inside the same compiled call. A retry whose estimate is
+        worse than the one before has reached the floor set by the relaxations'
+        tolerance (an error of about tolerance / radius): the one before is kept."""
+        floor = self.min_radius_fraction * radius
+
+        def bad(samples):
+            return _diverged(samples) | ~(samples.error <= target)
 
         def cond(carry):
-            _, samples, retries = carry
-            return self._bad(samples, target) & (retries < max_retries)
+            _, samples, retries, done = carry
+            return bad(samples) & (retries < self.max_retries) & ~done
 
         def body(carry):
-            radius, samples, retries = carry
-            radius = radius * self._factor(samples, target, grow=False)
-            return radius, sample(radius), retries + 1
+            radius, samples, retries, _ = carry
+            smaller = jnp.maximum(radius * self._factor(samples, target, grow=False), floor)
+            new = sample(smaller)
+            worse = ~_diverged(samples) & ~(new.error <= samples.error)
+            keep = worse | (smaller >= radius)
+            samples = jax.tree.map(lambda a, b: jnp.where(keep, a, b), samples, new)
+            return jnp.where(keep, radius, smaller), samples, retries + 1, keep
 
-        init = (radius, sample(radius), jnp.array(0, jnp.int32))
-        radius, samples, retries = jax.lax.while_loop(cond, body, init)
+        init = (radius, sample(radius), jnp.array(0, jnp.int32), jnp.array(False))
+        radius, samples, retries, _ = jax.lax.while_loop(cond, body, init)
         return samples, radius, retries
 
     def _info(self, model, y, cost, s_free, free_stats, samples, radius, retries, noisy):
@@ -311,6 +321,12 @@ class AbstractPhaseEstimator(AbstractEstimator):
             radius=radius,
             retries=jnp.asarray(retries, jnp.int32),
         )
+
+
+def _diverged(samples: PhaseSamples):
+    """A nudged phase blew up (non-finite states): the circle left the region where the
+    complex dynamics converge. (A phase that ran out of steps is not the radius's fault.)"""
+    return jnp.any(samples.stats.result == RESULTS.diverged)
 
 
 def _stack(trees):
@@ -346,6 +362,7 @@ class SymmetricEP(AbstractPhaseEstimator):
     error_tolerance: float | None = eqx.field(static=True, default=0.05)
     target_error: float | None = eqx.field(static=True, default=None)
     max_retries: int = eqx.field(static=True, default=3)
+    min_radius_fraction: float = eqx.field(static=True, default=0.01)
 
     def __check_init__(self):
         check_target(self, "SymmetricEP")
@@ -369,18 +386,21 @@ class HolomorphicEP(AbstractPhaseEstimator):
     - `target_error`: choose the radius adaptively, `beta` being the largest (see
       below); `None` (default) keeps `|beta|` fixed.
     - `max_retries`: smaller radii tried within one call (adaptive radius only).
+    - `min_radius_fraction`: a call never shrinks the radius below this fraction of the
+      radius it started from.
 
     **Adaptive radius.** With `target_error`, the estimator keeps a radius `r` in its
     state (`init`: `r = beta`). A call relaxes the phases at `r`; while the aliasing
-    estimate exceeds `target_error` or a phase failed (a complex phase outside the
-    region where the dynamics converge), it retries at `r * 0.9 (target/error)^(1/N)`
-    (clipped to [0.2, 0.9]; 0.5 after a failed phase), at most `max_retries` times,
-    inside the same compiled call, like a rejected step of an adaptive ODE solver. The
-    accepted radius is `info.radius`, the retries `info.retries`. The next call starts
-    from `r * 0.9 (target/error)^(1/N)` clipped to [1, 2], at most `beta`: the radius
-    grows back when the estimate allows, like a step-size controller. A radius small
-    enough that the relaxations' tolerance dominates the estimate (tolerance / r)
-    cannot be helped by shrinking: relax tighter. Not available with noisy dynamics.
+    estimate exceeds `target_error` or a complex phase diverged (the circle left the
+    region where the complex dynamics converge), it retries at
+    `r * 0.9 (target/error)^(1/N)` (clipped to [0.2, 0.9]; 0.5 after a diverged phase),
+    at most `max_retries` times, inside the same compiled call, like a rejected step of
+    an adaptive ODE solver. A retry that makes the estimate worse has hit the floor set
+    by the relaxations' tolerance (an error of about tolerance / r): the radius before
+    it is kept (relax tighter to go lower). The accepted radius is `info.radius`, the
+    retries `info.retries`. The next call starts from `r * 0.9 (target/error)^(1/N)`
+    clipped to [0.5, 2], at most `beta`: the radius grows back when the estimate
+    allows, like a step-size controller. Not available with noisy dynamics.
 
     The complex phases need a holomorphic network and cost.
     """
@@ -390,6 +410,7 @@ class HolomorphicEP(AbstractPhaseEstimator):
     error_tolerance: float | None = eqx.field(static=True, default=0.05)
     target_error: float | None = eqx.field(static=True, default=None)
     max_retries: int = eqx.field(static=True, default=3)
+    min_radius_fraction: float = eqx.field(static=True, default=0.01)
 
     def __check_init__(self):
         check_target(self, "HolomorphicEP")

@@ -5,5 +5,6 @@ from ._base import (
     Nudge as Nudge,
     State as State,
 )
+from ._conv import EnergyConvNet as EnergyConvNet
 from ._energy import AbstractEnergyModel as AbstractEnergyModel
 from ._mlp import EnergyMLP as EnergyMLP, check_float_dtype as check_float_dtype

@@ -75,7 +75,8 @@ def build_optimizer(
     run; per-group learning rates (`group_lrs`, keyed by the model's `param_groups()`
     labels) through `optax.multi_transform`; then decoupled from the optimiser, L2
     weight decay (`optax.add_decayed_weights`, as in the papers' SGD) and global-norm
-    clipping, chained in front."""
+    clipping, chained in front; all inside `optax.apply_if_finite`, so that a step with
+    a non-finite gradient is skipped (up to 20 in a row; then the run stops as diverged)."""
     opt = cfg.optimizer
     total = cfg.loop["epochs"] * steps_per_epoch
     schedule = opt.get("schedule", "constant")
@@ -105,7 +106,12 @@ def build_optimizer(
         tx = optax.chain(optax.add_decayed_weights(opt["weight_decay"]), tx)
     if opt.get("clip_norm") not in (None, "none"):
         tx = optax.chain(optax.clip_by_global_norm(opt["clip_norm"]), tx)
-    return tx
+    # a step whose gradient is not finite (a phase that blew up) is skipped, not applied;
+    # the loop counts these (`skipped_steps`), and stops if too many come in a row
+    return optax.apply_if_finite(tx, max_consecutive_errors=SKIP_LIMIT)
+
+
+SKIP_LIMIT = 20
 
 
 def _labels(labels) -> list[str]:

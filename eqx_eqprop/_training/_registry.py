@@ -29,7 +29,13 @@ from .._estimators import (
     SymmetricEP,
 )
 from .._models import EnergyMLP
-from .._relaxation import FixedPointRelaxation, ODERelaxation, SDERelaxation
+from .._relaxation import (
+    AndersonRelaxation,
+    EvenOddRelaxation,
+    FixedPointRelaxation,
+    ODERelaxation,
+    SDERelaxation,
+)
 
 REGISTRY: dict[str, dict[str, Callable]] = {}
 
@@ -214,6 +220,8 @@ def _register_library():
         register("estimator", kind, cls)
     for kind, cls in {
         "fixed_point": FixedPointRelaxation,
+        "even_odd": EvenOddRelaxation,
+        "anderson": AndersonRelaxation,
         "ode": ODERelaxation,
         "sde": SDERelaxation,
     }.items():

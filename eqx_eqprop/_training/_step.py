@@ -80,6 +80,7 @@ def make_train_step(
             **info.metrics(),
             "accuracy": jnp.mean(jnp.argmax(logits, -1) == y),
             "failed": (info.result != RESULTS.successful).astype(jnp.float32),
+            "skipped": (~tree_all_finite(grads)).astype(jnp.float32),
             "nonfinite_params": (~finite).astype(jnp.float32),
         }
         metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}

@@ -1,0 +1,166 @@
+"""Layered convolutional energy networks (Laborieux et al. 2021; Laborieux & Zenke 2022)."""
+
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import PRNGKeyArray
+
+from .._activations import AbstractActivation, SmoothClip
+from .._layers import AbstractPool, Conv2d, Dense, MaxPool
+from ._energy import AbstractEnergyModel
+from ._mlp import check_float_dtype
+
+
+def _per_layer(value, n: int, name: str) -> tuple:
+    """One value for every layer, or one per layer."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != n:
+            raise ValueError(f"{name} needs one value per layer ({n}), got {len(value)}.")
+        return tuple(value)
+    return (value,) * n
+
+
+class EnergyConvNet(AbstractEnergyModel):
+    """A layered convolutional energy network for one NHWC sample:
+
+        Phi(x, s) = sum_l < P_l(conv_l(s_l)) + b_l, s_{l+1} >,   s_0 = x,
+
+    with a linear readout of the last state inside the cost (not a neuron layer). The
+    bias is added after the pooling (it commutes with max, average and softmax pooling).
+    VGG-4 of Laborieux et al. (2021) on 32x32x3 is
+    `EnergyConvNet((32, 32, 3), (128, 256, 512, 512), 10, paddings=("SAME",) * 3 +
+    ("VALID",))`: states 16x16x128, 8x8x256, 4x4x512, 1x1x512.
+
+    **Arguments:**
+
+    - `input_shape`: `(height, width, channels)` of one image (NHWC, like the data).
+    - `channels`: the output channels of each convolution.
+    - `num_classes`: readout units.
+    - `kernel_sizes`, `paddings` (`"SAME"` / `"VALID"`), `pooling` (`MaxPool()`,
+      `AvgPool()`, `SoftmaxPool(temperature)`, `IdentityPool()`): one value, or one per
+      layer.
+    - `activation`: `sigma`; default the holomorphic clip to [0, 1] over [0, 2],
+      `SmoothClip(width=2.0)`.
+    - `weight_scale`: weights truncated normal with std `weight_scale / sqrt(fan_in)`.
+    - `dtype`: real floating dtype (default: JAX's default float).
+    - `key`: a PRNG key.
+    """
+
+    convs: tuple[Conv2d, ...]
+    pools: tuple[AbstractPool, ...]
+    readout_layer: Dense
+    activation: AbstractActivation
+    image_shape: tuple[int, int, int] = eqx.field(static=True)
+    state_shapes: tuple[tuple[int, int, int], ...] = eqx.field(static=True)
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        channels: Sequence[int],
+        num_classes: int,
+        *,
+        kernel_sizes=3,
+        paddings="SAME",
+        pooling: AbstractPool = MaxPool(),
+        activation: AbstractActivation = SmoothClip(width=2.0),
+        weight_scale: float = 1.0,
+        dtype=None,
+        key: PRNGKeyArray,
+    ):
+        input_shape = tuple(int(n) for n in input_shape)
+        if len(input_shape) != 3 or min(input_shape) < 1:
+            raise ValueError(f"input_shape must be (height, width, channels), got {input_shape}.")
+        channels = tuple(int(c) for c in channels)
+        if not channels or min(channels) < 1:
+            raise ValueError(f"channels must list positive channel counts, got {channels}.")
+        if not (isinstance(num_classes, int) and num_classes >= 1):
+            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
+        n = len(channels)
+        kernels = _per_layer(kernel_sizes, n, "kernel_sizes")
+        paddings = _per_layer(paddings, n, "paddings")
+        pools = _per_layer(pooling, n, "pooling")
+        for pool in pools:
+            if not isinstance(pool, AbstractPool):
+                raise TypeError(f"pooling must be an AbstractPool, got {pool!r}.")
+        dtype = check_float_dtype(dtype)
+        keys = jax.random.split(key, n + 1)
+        convs, shapes = [], []
+        h, w, c = input_shape
+        for i, (k, pad, pool, out) in enumerate(zip(kernels, paddings, pools, channels)):
+            conv = Conv2d(
+                c, out, k, padding=pad, weight_scale=weight_scale, dtype=dtype, key=keys[i]
+            )
+            ch, cw = conv.out_size(h, w)
+            if min(ch, cw) < 1:
+                raise ValueError(
+                    f"layer {i}: a VALID {k}x{k} convolution needs inputs of at least {k}x{k}, "
+                    f"but this layer receives {h}x{w}; use SAME padding, fewer layers or a "
+                    "larger input."
+                )
+            h, w = pool.out_size(ch, cw)
+            if min(h, w) < 1:
+                raise ValueError(
+                    f"layer {i}: {type(pool).__name__}(window={pool.window}) cannot pool the "
+                    f"{ch}x{cw} output of its convolution; use IdentityPool() there, fewer "
+                    "layers or a larger input."
+                )
+            convs.append(conv)
+            shapes.append((h, w, out))
+            c = out
+        self.convs = tuple(convs)
+        self.pools = pools
+        self.readout_layer = Dense(
+            h * w * c, num_classes, weight_scale=weight_scale, dtype=dtype, key=keys[-1]
+        )
+        self.activation = activation
+        self.image_shape = input_shape
+        self.state_shapes = tuple(shapes)
+
+    @property
+    def input_shape(self):
+        return self.image_shape
+
+    @property
+    def num_classes(self):
+        return self.readout_layer.out_features
+
+    @property
+    def num_layers(self):
+        return len(self.convs)
+
+    def init_state(self):
+        return tuple(jnp.zeros(shape, self.dtype) for shape in self.state_shapes)
+
+    def _feed(self, i: int, v):
+        """`P_i(conv_i(v))` without the bias."""
+        return self.pools[i](self.convs[i].linear(v))
+
+    def drive(self, x):
+        first = self._feed(0, x) + self.convs[0].bias[None, None, :]
+        rest = (jnp.broadcast_to(c.bias, s) for c, s in zip(self.convs[1:], self.state_shapes[1:]))
+        return (first, *rest)
+
+    def coupling(self, s):
+        total = jnp.zeros((), s[0].dtype)
+        for i in range(1, len(self.convs)):
+            total = total + jnp.sum(self._feed(i, s[i - 1]) * s[i])
+        return total
+
+    def readout(self, s):
+        return self.readout_layer(s[-1].reshape(-1))
+
+    def param_groups(self):
+        groups = eqx.filter(self, eqx.is_inexact_array)
+        labels = tuple(f"layer{i}" for i in range(len(self.convs)))
+        return eqx.tree_at(
+            lambda m: (
+                *(c.weight for c in m.convs),
+                *(c.bias for c in m.convs),
+                m.readout_layer.weight,
+                m.readout_layer.bias,
+            ),
+            groups,
+            (*labels, *labels, "readout", "readout"),
+        )
