@@ -100,7 +100,7 @@ def main():
     args = p.parse_args()
 
     data = load_idx_directory(args.data_dir)
-    x = jnp.asarray(data.x_test[: args.batch].reshape(args.batch, -1))
+    x = jnp.asarray(data.preprocess(data.x_test[: args.batch]).reshape(args.batch, -1))
     y = jnp.asarray(data.y_test[: args.batch])
     models = {"init": (ep.EnergyMLP((784, 256, 256, 10), key=jax.random.key(0)), "seed 0")}
     models["one_epoch"] = trained_model(args, data)

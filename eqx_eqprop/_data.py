@@ -13,8 +13,11 @@ import numpy as np
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """Train and test arrays. Images are `(n, height, width, channels)` float32,
-    feature vectors `(n, features)`; labels are int32 `(n,)`."""
+    """Train and test arrays as stored: images `(n, height, width, channels)`, uint8 for
+    the image sets (ImageNet 32x32 as float32 would take 15.7 GB), float32 for digits;
+    labels int32 `(n,)`. `preprocess` turns a batch into the model's float32 input,
+    `x / pixel_max`, then `(x - mean) / std` per channel when `mean` is set; training
+    batches are augmented (random flip, pad-4 crop) when `augment`."""
 
     name: str
     x_train: np.ndarray
@@ -22,7 +25,10 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
-    augment: bool = False  # random flip and pad-4 crop on training batches
+    augment: bool = False
+    pixel_max: float = 1.0
+    mean: np.ndarray | None = None
+    std: np.ndarray | None = None
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -31,6 +37,31 @@ class Dataset:
     @property
     def num_features(self) -> int:
         return int(np.prod(self.sample_shape))
+
+    def preprocess(self, x: np.ndarray) -> np.ndarray:
+        """Stored samples (a batch) as float32 model inputs."""
+        x = x.astype(np.float32)
+        if self.pixel_max != 1.0:
+            x = x / np.float32(self.pixel_max)
+        if self.mean is not None:
+            x = (x - self.mean.astype(np.float32)) / self.std.astype(np.float32)
+        return x
+
+
+def channel_stats(x: np.ndarray, pixel_max: float, chunk: int = 8192):
+    """Per-channel mean and std of `x / pixel_max` over all but the last axis, in float64
+    chunks (never a float copy of the whole set)."""
+    total = np.zeros(x.shape[-1])
+    squares = np.zeros(x.shape[-1])
+    axes = tuple(range(x.ndim - 1))
+    for start in range(0, len(x), chunk):
+        part = x[start : start + chunk].astype(np.float64) / pixel_max
+        total += part.sum(axis=axes)
+        squares += (part**2).sum(axis=axes)
+    count = x.size / x.shape[-1]
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean**2, 0.0)) + 1e-8
+    return mean, std
 
 
 # ---------------------------------------------------------------------------- digits
@@ -111,8 +142,8 @@ def has_idx_files(directory: str | os.PathLike | None) -> bool:
 
 
 def load_idx_directory(directory: str | os.PathLike, name: str = "mnist") -> Dataset:
-    """MNIST or Fashion-MNIST from their four IDX files (official 60k/10k split).
-    Pixels / 255 as float32 `(n, 28, 28, 1)`."""
+    """MNIST or Fashion-MNIST from their four IDX files (official 60k/10k split), kept
+    as uint8 `(n, 28, 28, 1)`; batches are pixels / 255."""
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"--data-dir {directory} is not a directory.")
@@ -124,14 +155,14 @@ def load_idx_directory(directory: str | os.PathLike, name: str = "mnist") -> Dat
                 f"{directory}: {split} images {x.shape} and labels {y.shape} do not match "
                 "(expected (n, rows, cols) images and (n,) labels)."
             )
-    to_images = lambda a: (a.astype(np.float32) / 255.0)[..., None]  # noqa: E731
     return Dataset(
         name,
-        to_images(arrays["x_train"]),
+        arrays["x_train"][..., None],
         arrays["y_train"].astype(np.int32),
-        to_images(arrays["x_test"]),
+        arrays["x_test"][..., None],
         arrays["y_test"].astype(np.int32),
         int(arrays["y_train"].max()) + 1,
+        pixel_max=255.0,
     )
 
 
@@ -151,9 +182,16 @@ DATASETS = ("digits", *TFDS_DATASETS)
 
 
 def _records_to_arrays(source) -> tuple[np.ndarray, np.ndarray]:
-    records = (source[i] for i in range(len(source)))
-    images, labels = zip(*((np.asarray(r["image"]), int(r["label"])) for r in records))
-    return np.stack(images), np.asarray(labels, np.int32)
+    images = np.empty((len(source), *np.asarray(source[0]["image"]).shape), np.uint8)
+    labels = np.empty(len(source), np.int32)
+    for i in range(len(source)):
+        record = source[i]
+        images[i] = np.asarray(record["image"])
+        labels[i] = int(record["label"])
+    return images, labels
+
+
+_OFFLINE = ("ConnectionError", "NameResolutionError", "MaxRetryError", "gaierror", "URLError")
 
 
 def load_tfds(
@@ -161,8 +199,8 @@ def load_tfds(
 ) -> Dataset:
     """A dataset through `tfds.data_source` (ArrayRecord; no TensorFlow needed).
 
-    Images become float32 in [0, 1]; CIFAR and ImageNet are then normalised per channel
-    with the training-set mean and std, and marked for augmentation."""
+    Images stay uint8; batches become float32 in [0, 1], and for CIFAR and ImageNet
+    are normalised per channel with the training-set mean and std and augmented."""
     import tensorflow_datasets as tfds
 
     if name not in TFDS_DATASETS:
@@ -184,18 +222,25 @@ def load_tfds(
             f"`tfds build {tfds_name} --file_format=array_record` on a machine online "
             "and copy its data_dir)."
         )
+        chain = [type(c).__name__ for c in _causes(e)]
+        what = "no network to download it" if any(c in _OFFLINE for c in chain) else "failed"
         raise RuntimeError(
-            f"TFDS could not load {tfds_name!r} ({type(e).__name__}: {e}). {hint}"
+            f"TFDS could not load {tfds_name!r}: {what} ({type(e).__name__}: {e}). {hint}"
         ) from e
     (x_train, y_train), (x_test, y_test) = (_records_to_arrays(s) for s in sources)
-    x_train = x_train.astype(np.float32) / 255.0
-    x_test = x_test.astype(np.float32) / 255.0
+    mean = std = None
     if normalise:
-        mean = x_train.mean(axis=(0, 1, 2), keepdims=True)
-        std = x_train.std(axis=(0, 1, 2), keepdims=True) + 1e-8
-        x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+        mean, std = channel_stats(x_train, 255.0)
     num_classes = int(max(y_train.max(), y_test.max())) + 1
-    return Dataset(name, x_train, y_train, x_test, y_test, num_classes, augment)
+    return Dataset(name, x_train, y_train, x_test, y_test, num_classes, augment, 255.0, mean, std)
+
+
+def _causes(e: BaseException):
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
@@ -238,30 +283,83 @@ def augment_batch(x: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.n
 
 
 def train_batches(
-    data: Dataset, batch_size: int, *, seed: int, epoch: int, start: int = 0
+    data: Dataset,
+    batch_size: int,
+    *,
+    seed: int,
+    epoch: int,
+    start: int = 0,
+    rows: slice = slice(None),
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Shuffled training batches of epoch `epoch`, from batch index `start` (for
-    resuming mid-epoch). Order and augmentation depend only on (seed, epoch, index)."""
+    """Shuffled, preprocessed training batches of epoch `epoch`, from batch index `start`
+    (for resuming mid-epoch); `rows` of each batch only (a process's share). Order and
+    augmentation depend only on (seed, epoch, index)."""
     order = epoch_order(len(data.x_train), seed, epoch)
     for i in range(start, num_batches(len(order), batch_size)):
         idx = order[i * batch_size : (i + 1) * batch_size]
-        x = data.x_train[idx]
+        x = data.preprocess(data.x_train[idx])
         if data.augment:
             x = augment_batch(x, np.random.default_rng([seed, epoch, i, 1]))
-        yield x, data.y_train[idx]
+        yield x[rows], data.y_train[idx][rows]
 
 
-def eval_batches(x: np.ndarray, y: np.ndarray, batch_size: int):
-    """Every sample once, in order; the last batch is padded by repeating its first
-    sample, and the count of real samples is yielded with it."""
+def eval_batches(data: Dataset, batch_size: int, split: str = "test"):
+    """Every sample of a split once, in order, preprocessed; the last batch is padded by
+    repeating its first sample, and the count of real samples is yielded with it."""
+    x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
     for start in range(0, len(x), batch_size):
-        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        xb, yb = data.preprocess(x[start : start + batch_size]), y[start : start + batch_size]
         n = len(xb)
         if n < batch_size:
             fill = batch_size - n
             xb = np.concatenate([xb, np.repeat(xb[:1], fill, 0)])
             yb = np.concatenate([yb, np.repeat(yb[:1], fill, 0)])
         yield xb, yb, n
+
+
+def prefetch(iterator: Iterator, size: int = 2, transform=None) -> Iterator:
+    """Items of `iterator` prepared `size` ahead in a background thread (batching,
+    augmentation and `transform`, e.g. the transfer to the devices, overlap with the
+    computation of the previous steps). Exceptions reach the consumer."""
+    import queue
+    import threading
+
+    items: queue.Queue = queue.Queue(maxsize=size)
+    done = object()
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work():
+        try:
+            for item in iterator:
+                if not put(item if transform is None else transform(item)):
+                    return
+        except BaseException as e:  # handed to the consumer
+            put(_Failure(e))
+        put(done)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        while (item := items.get()) is not done:
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+
+
+@dataclasses.dataclass
+class _Failure:
+    error: BaseException
 
 
 def check_dataset(data: Dataset) -> None:

@@ -1,8 +1,9 @@
 """Internals that experiments, benchmarks and tests use, public but not stable (the
 optimistix convention): helpers a user rarely needs and whose signatures may change."""
 
-from ._data import (
+from ._data import (  # noqa: E402
     augment_batch as augment_batch,
+    channel_stats as channel_stats,
     check_dataset as check_dataset,
     epoch_order as epoch_order,
     eval_batches as eval_batches,
@@ -11,6 +12,7 @@ from ._data import (
     load_digits as load_digits,
     load_idx_directory as load_idx_directory,
     load_tfds as load_tfds,
+    prefetch as prefetch,
     read_idx as read_idx,
     train_batches as train_batches,
 )
@@ -53,3 +55,4 @@ from ._training import (
     read_device as read_device,
 )
 from ._training._cli import main as cli_main, parse_setting as parse_setting  # noqa: F401
+from ._training._devices import Placement as Placement  # noqa: E402

@@ -37,7 +37,7 @@ def images(data_dir: str | None, n: int, seed: int = 0):
     the embedded digits."""
     data = load_idx_directory(data_dir) if has_idx_files(data_dir) else load_digits()
     idx = np.random.default_rng(seed).choice(len(data.x_test), n, replace=False)
-    x = data.x_test[idx].reshape(n, -1)
+    x = data.preprocess(data.x_test[idx]).reshape(n, -1)
     return jnp.asarray(x), jnp.asarray(data.y_test[idx]), data
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+import eqx_eqprop as ep
 import eqx_eqprop.internal as data
 
 MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
@@ -18,7 +19,9 @@ needs_mnist = pytest.mark.skipif(not MNIST_DIR.exists(), reason="../shared/data/
 def test_idx_reader_on_the_real_mnist_files():
     d = data.load_dataset("mnist", MNIST_DIR)
     assert d.x_train.shape == (60000, 28, 28, 1) and d.x_test.shape == (10000, 28, 28, 1)
-    assert d.x_train.dtype == np.float32 and 0.0 <= d.x_train.min() and d.x_train.max() == 1.0
+    assert d.x_train.dtype == np.uint8  # kept as bytes; batches are preprocessed
+    pixels = d.preprocess(d.x_train[:1000])
+    assert pixels.dtype == np.float32 and 0.0 <= pixels.min() and pixels.max() == 1.0
     assert d.num_classes == 10 and d.num_features == 784
     # known facts of the official files
     assert d.y_train[:5].tolist() == [5, 0, 4, 1, 9]
@@ -52,7 +55,7 @@ def test_idx_directory_gzipped_or_not(tmp_path, gz):
     ]:
         _write_idx(tmp_path / stem, arr, gz)
     d = data.load_dataset("fashion_mnist", tmp_path)
-    np.testing.assert_allclose(d.x_train[..., 0], images / 255.0, rtol=1e-6)
+    np.testing.assert_allclose(d.preprocess(d.x_train)[..., 0], images / 255.0, rtol=1e-6)
     np.testing.assert_array_equal(d.y_test, labels[:3])
 
 
@@ -97,13 +100,38 @@ def test_digits_split_is_fixed_and_disjoint():
 def test_tfds_path_with_mock_data(name, shape, classes):
     with tfds.testing.mock_data(num_examples=12):
         d = data.load_dataset(name)
-    assert d.x_train.shape == (12, *shape) and d.x_train.dtype == np.float32
+    assert d.x_train.shape == (12, *shape) and d.x_train.dtype == np.uint8
     assert d.y_train.dtype == np.int32 and d.y_train.max() < classes
+    x = d.preprocess(d.x_train)
+    assert x.dtype == np.float32
     if name.startswith("cifar"):
         assert d.augment
-        np.testing.assert_allclose(d.x_train.mean(axis=(0, 1, 2)), 0, atol=1e-5)  # normalised
+        np.testing.assert_allclose(x.mean(axis=(0, 1, 2)), 0, atol=1e-5)  # normalised
+        np.testing.assert_allclose(x.std(axis=(0, 1, 2)), 1, atol=1e-4)
     else:
-        assert not d.augment and 0 <= d.x_train.min() and d.x_train.max() <= 1
+        assert not d.augment and 0 <= x.min() and x.max() <= 1
+
+
+def test_tfds_download_path_reaches_the_network(tmp_path, monkeypatch):
+    # on a fresh install the download used to fail first on a missing module
+    # (importlib_resources); now it gets as far as the network, which is offline here
+    # (and made to fail at once: no name resolution, no retry back-off)
+    import socket
+    import time
+
+    def offline(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", offline)
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+    with pytest.raises(RuntimeError, match="could not load 'mnist': no network") as caught:
+        data.load_tfds("mnist", tmp_path)
+    assert "--data-dir" in str(caught.value)
+    chain, e = [], caught.value
+    while e is not None:
+        chain.append(type(e).__name__)
+        e = e.__cause__ or e.__context__
+    assert "ModuleNotFoundError" not in chain, chain
 
 
 def test_tfds_failure_says_how_to_pass_data_dir(monkeypatch):
@@ -154,8 +182,39 @@ def test_augmentation_flips_and_crops():
 
 def test_eval_batches_cover_every_sample_once():
     x, y = np.arange(23)[:, None].astype(np.float32), np.arange(23)
+    d = ep.Dataset("toy", x, y, x, y, 23)
     seen = []
-    for xb, yb, n in data.eval_batches(x, y, 10):
+    for xb, yb, n in data.eval_batches(d, 10):
         assert xb.shape == (10, 1)
         seen.extend(yb[:n].tolist())
     assert seen == list(range(23))
+
+
+def test_batches_are_preprocessed_per_batch_from_uint8():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (50, 4, 4, 3)).astype(np.uint8)
+    y = rng.integers(0, 5, 50).astype(np.int32)
+    mean, std = data.channel_stats(x, 255.0)
+    d = ep.Dataset("toy", x, y, x[:10], y[:10], 5, pixel_max=255.0, mean=mean, std=std)
+    np.testing.assert_allclose(mean, (x / 255.0).mean(axis=(0, 1, 2)), rtol=1e-12)
+    np.testing.assert_allclose(std, (x / 255.0).std(axis=(0, 1, 2)), rtol=1e-6)
+    xb, yb = next(data.train_batches(d, 8, seed=0, epoch=0))
+    idx = data.epoch_order(50, 0, 0)[:8]
+    assert xb.dtype == np.float32 and d.x_train.dtype == np.uint8
+    np.testing.assert_allclose(xb, (x[idx] / 255.0 - mean) / std, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(yb, y[idx])
+
+
+def test_prefetch_keeps_the_order_and_passes_errors():
+    def items():
+        yield from range(5)
+        raise OSError("disk gone")
+
+    got = []
+    with pytest.raises(OSError, match="disk gone"):
+        for v in data.prefetch(items(), size=2, transform=lambda v: 10 * v):
+            got.append(v)
+    assert got == [0, 10, 20, 30, 40]
+    # a consumer that stops early does not wait for the rest
+    first = next(iter(data.prefetch(iter(range(10**6)))))
+    assert first == 0

@@ -16,7 +16,7 @@ def load(name):
     return module
 
 
-@pytest.mark.filterwarnings("ignore:.*steps reported:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:.*failed_steps and:RuntimeWarning")
 def test_table1_writes_a_markdown_table(tmp_path):
     table1 = load("table1")
     output = tmp_path / "table.md"

@@ -168,7 +168,7 @@ def test_per_group_learning_rates_through_optax(tmp_path, digits):
 
 # with 20 fixed free steps the adjoint of recurrent backprop sometimes does not
 # converge: the loop warns at the end of that epoch
-@pytest.mark.filterwarnings("ignore:.*steps reported:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:.*failed_steps and:RuntimeWarning")
 @pytest.mark.parametrize(
     "estimator,args",
     [

@@ -14,8 +14,13 @@ from .._results import RESULTS
 
 
 def _steps_metrics(prefix: str, stats: RelaxationStats) -> dict[str, Array]:
+    """Mean and maximum steps, and the fraction of relaxations that missed their target."""
     steps = stats.steps.astype(jnp.float32)
-    return {f"{prefix}_steps": jnp.mean(steps), f"{prefix}_steps_max": jnp.max(steps)}
+    return {
+        f"{prefix}_steps": jnp.mean(steps),
+        f"{prefix}_steps_max": jnp.max(steps),
+        f"{prefix}_unconverged": jnp.mean(stats.result != RESULTS.successful),
+    }
 
 
 class AbstractGradientInfo(eqx.Module):

@@ -21,6 +21,7 @@ SHORTCUTS = {  # flag -> setting
     "batch_size": "data.batch_size",
     "seed": "loop.seed",
     "out": "loop.out_dir",
+    "devices": "loop.devices",
 }
 
 
@@ -50,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="data.batch_size")
     p.add_argument("--seed", type=int, help="loop.seed")
     p.add_argument("--out", help="loop.out_dir (default runs/{name}/seed{seed})")
+    p.add_argument("--devices", type=int, help="loop.devices: how many to use (0: all visible)")
+    p.add_argument("--coordinator", help="multi-host: HOST:PORT of process 0 (every host)")
+    p.add_argument("--num-processes", type=int, help="multi-host: number of processes")
+    p.add_argument("--process-id", type=int, help="multi-host: this process's index")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--list-presets", action="store_true")
@@ -134,8 +139,10 @@ def _list_presets() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from ._devices import initialize_distributed
     from ._loop import TrainingDiverged, train
 
+    initialize_distributed(args.coordinator, args.num_processes, args.process_id)
     try:
         if args.list_presets:
             _list_presets()

@@ -11,7 +11,7 @@ A configuration is a small tree:
     [nudged_relaxation]  the nudged phases (absent: the same as `relaxation`)
     [optimizer]          kind ("sgd", "momentum", "adam", "adamw"), lr, schedule,
                          clip_norm, weight_decay, group_lrs, and the optimiser's arguments
-    [loop]               epochs, seed, log_every, checkpoint_every, out_dir
+    [loop]               epochs, seed, log_every, checkpoint_every, out_dir, devices
 
 Every kind is looked up in the registry and every argument checked against what the
 class takes, when the configuration is made: a typo, an argument of another kind, a
@@ -40,6 +40,7 @@ LOOP_DEFAULTS = {
     "log_every": 50,
     "checkpoint_every": 500,
     "out_dir": "runs/{name}/seed{seed}",
+    "devices": 0,
 }
 DEFAULTS: dict[str, Any] = {
     "name": "run",
@@ -58,6 +59,7 @@ HARMLESS = {
     "loop.checkpoint_every",
     "loop.log_every",
     "loop.out_dir",
+    "loop.devices",
 }
 
 
@@ -129,6 +131,9 @@ def _validate(tree: dict) -> None:
         _positive_int(loop[key], f"loop.{key}")
     if isinstance(loop["seed"], bool) or not isinstance(loop["seed"], int):
         raise ValueError(f"loop.seed must be an integer, got {loop['seed']!r}.")
+    devices = loop["devices"]
+    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 0:
+        raise ValueError(f"loop.devices must be 0 (all) or a positive integer, got {devices!r}.")
 
 
 def _args(section: Mapping, skip=()) -> dict:

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from .._data import Dataset, check_dataset, eval_batches, train_batches
+from .._data import Dataset, check_dataset, eval_batches, prefetch, train_batches
 from .._models import AbstractModel
 from ._build import (
     build_cost,
@@ -36,6 +36,7 @@ from ._checkpoint import (
     state_rest,
 )
 from ._config import HARMLESS, TrainConfig
+from ._devices import Placement
 from ._step import (
     accumulate,
     empty_accumulator,
@@ -142,16 +143,16 @@ class Printer(Hook):
 
 
 def evaluate(
-    model, x: np.ndarray, y: np.ndarray, eval_step, batch_size: int, key
+    model, data: Dataset, eval_step, batch_size: int, key, placement: Placement | None = None
 ) -> dict[str, float]:
-    """Mean loss, top-1 and top-5 accuracy, and free-phase residual and steps over a
-    whole split; the sums stay on the device until the end."""
+    """Mean loss, top-1 and top-5 accuracy, and free-phase residual and steps over the
+    test split; the sums stay on the device until the end."""
+    placement = placement or Placement(1)
     sums = empty_eval_sums()
-    for i, (xb, yb, n) in enumerate(eval_batches(x, y, batch_size)):
+    for i, (xb, yb, n) in enumerate(eval_batches(data, batch_size)):
         valid = np.arange(len(xb)) < n
-        sums = eval_step(
-            model, as_model_input(model, xb), yb, valid, jax.random.fold_in(key, i), sums
-        )
+        xb, yb, valid = placement.put_batch(as_model_input(model, xb), yb, valid)
+        sums = eval_step(model, xb, yb, valid, jax.random.fold_in(key, i), sums)
     read = read_device(sums)
     count = max(float(read["count"]), 1.0)
     out = {
@@ -213,13 +214,22 @@ def _merge_sums(total: dict, read: dict) -> dict:
     return out
 
 
-def _warn_failed(cfg: TrainConfig, epoch: int, failed: int, steps: int) -> None:
+def _warn_failed(cfg: TrainConfig, epoch: int, record: dict, steps: int) -> None:
+    parts = []
+    for phase in ("free", "nudged", "adjoint"):
+        fraction = record.get(f"{phase}_unconverged", 0.0)
+        if fraction:
+            parts.append(f"{100 * fraction:.2g} % of the {phase} relaxations")
+    missed = (
+        " and ".join(parts) + " did not reach their tolerance"
+        if parts
+        else "the aliasing estimate exceeded error_tolerance"
+    )
     warnings.warn(
-        f"{cfg.name}, epoch {epoch}: {failed} of {steps} steps reported a relaxation that "
-        "did not reach its tolerance, a diverged phase or an aliasing error above "
-        "error_tolerance (failed_steps in metrics.jsonl). Raise the relaxations' "
-        "max_steps or loosen rtol/atol, use an even/odd or Anderson relaxation, or lower "
-        "|beta| (or give HolomorphicEP a target_error).",
+        f"{cfg.name}, epoch {epoch}: in {record['failed_steps']} of {steps} steps {missed} "
+        "(failed_steps and *_unconverged in metrics.jsonl). To change it: raise the "
+        "relaxations' max_steps, loosen rtol/atol or use an even/odd relaxation; for the "
+        "aliasing error, lower |beta| or give the estimator a target_error.",
         RuntimeWarning,
         stacklevel=3,
     )
@@ -245,6 +255,9 @@ class _Run:
             )
         self.per_epoch = steps_per_epoch(len(data.x_train), self.batch_size)
         self.seed = cfg.loop["seed"]
+        self.placement = Placement(cfg.loop["devices"])
+        self.placement.check_batch(self.batch_size, "data.batch_size")
+        self.placement.check_batch(cfg.data["eval_batch_size"], "data.eval_batch_size")
         model = build_model(cfg, data.sample_shape, data.num_classes)
         self.model_input = lambda x: as_model_input(model, x)  # noqa: E731
         self.spec = model_spec(cfg, data.sample_shape, data.num_classes)
@@ -263,6 +276,7 @@ class _Run:
             self.state, progress, self.history = restored
             self.epoch, self.batch = progress["epoch"], progress["batch"]
             self.epoch_sums = progress.get("epoch_sums", {})
+        self.state = self.placement.replicate(self.state)
         self.step = int(read_device(self.state.step))
         self.last_checkpoint = self.step
         self.last_good = (
@@ -288,12 +302,20 @@ class _Run:
         log_every = self.cfg.loop["log_every"]
         acc, pending = self.zeros, 0
         batches = train_batches(
-            self.data, self.batch_size, seed=self.seed, epoch=self.epoch, start=self.batch
+            self.data,
+            self.batch_size,
+            seed=self.seed,
+            epoch=self.epoch,
+            start=self.batch,
+            rows=self.placement.local_rows(self.batch_size),
         )
-        for xb, yb in batches:
+        placed = prefetch(
+            batches, transform=lambda b: self.placement.put_batch(self.model_input(b[0]), b[1])
+        )
+        for xb, yb in placed:
             if stop_after_steps is not None and steps_this_call >= stop_after_steps:
                 raise _Stopped
-            self.state, acc = self.step_fn(self.state, acc, self.model_input(xb), yb)
+            self.state, acc = self.step_fn(self.state, acc, xb, yb)
             self.step, self.batch, pending = self.step + 1, self.batch + 1, pending + 1
             steps_this_call += 1
             if pending >= log_every or self.batch == self.per_epoch:
@@ -325,9 +347,10 @@ class _Run:
             self.checkpoint({**progress, "epoch_sums": self.epoch_sums})
 
     def checkpoint(self, progress: dict) -> None:
-        save_checkpoint(
-            self.run_dir, self.host_model, self.host_rest, progress, self.history, self.spec
-        )
+        if self.placement.writes:
+            save_checkpoint(
+                self.run_dir, self.host_model, self.host_rest, progress, self.history, self.spec
+            )
         self.last_good = f"{self.run_dir / 'checkpoint.json'} (step {self.step})"
         self.last_checkpoint = self.step
 
@@ -335,16 +358,15 @@ class _Run:
         """Evaluate, record, warn about failed steps, checkpoint, call the hooks."""
         test = evaluate(
             self.state.model,
-            self.data.x_test,
-            self.data.y_test,
+            self.data,
             self.eval_step,
             self.cfg.data["eval_batch_size"],
             self.eval_key,
+            self.placement,
         )
         record = _epoch_record(self.epoch, self.step, test, self.epoch_sums, seconds)
         if record.get("failed_steps"):
-            steps = int(self.epoch_sums["count"])
-            _warn_failed(self.cfg, self.epoch + 1, record["failed_steps"], steps)
+            _warn_failed(self.cfg, self.epoch + 1, record, int(self.epoch_sums["count"]))
         self.history.append(record)
         self.epoch, self.batch, self.epoch_sums = self.epoch + 1, 0, {}
         self.checkpoint({"epoch": self.epoch, "batch": 0, "step": self.step})
@@ -376,7 +398,8 @@ def train(
 
     Returns `{"model", "history", "final", "run_dir", "state"}`.
     """
-    _prepare_run_dir(cfg, cfg.run_dir, resume)
+    if jax.process_index() == 0:
+        _prepare_run_dir(cfg, cfg.run_dir, resume)
     data = data if data is not None else build_data(cfg)
     check_dataset(data)
     hooks = [*(ProgressBar(),) * progress, *(Printer(cfg.name),) * verbose, *hooks]

@@ -22,7 +22,7 @@ def main():
     warnings.simplefilter("ignore", RuntimeWarning)
     model = ep.load_trained_model(args.run_dir)
     data = load_idx_directory(args.data_dir)
-    x = jnp.asarray(data.x_test[: args.batch].reshape(args.batch, -1))
+    x = jnp.asarray(data.preprocess(data.x_test[: args.batch]).reshape(args.batch, -1))
     y = jnp.asarray(data.y_test[: args.batch])
     m64 = jax.tree.map(lambda v: v.astype(jnp.float64) if eqx.is_inexact_array(v) else v, model)
     x64 = x.astype(jnp.float64)
