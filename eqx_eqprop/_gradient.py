@@ -60,7 +60,7 @@ def estimate(
         relaxation=relaxation,
         nudged_relaxation=nudged_relaxation,
         cost=cost,
-        key=key if noisy else None,
+        key=key,
     )
 
 

@@ -35,6 +35,7 @@ from ._misc import (
     tree_astype as tree_astype,
     tree_norm as tree_norm,
 )
+from ._models import vector_field_from_energy_mlp as vector_field_from_energy_mlp  # noqa: E402
 from ._relaxation import discrete_noise as discrete_noise, relaxation_stats as relaxation_stats
 from ._results import combine_results as combine_results
 from ._training import (

@@ -11,6 +11,10 @@ from ._ep import (
     HolomorphicEP as HolomorphicEP,
     SymmetricEP as SymmetricEP,
 )
+from ._generalized import (
+    GeneralizedHEP as GeneralizedHEP,
+    JacobianHomeostasis as JacobianHomeostasis,
+)
 from ._oscillating import OscillatingEP as OscillatingEP
 from ._reference import (
     BPTT as BPTT,

@@ -71,6 +71,8 @@ class PhaseInfo(AbstractGradientInfo):
       samples (k = N from the free phase); their decay is what the estimate reads.
     - `radius`: the radius |beta| that was used.
     - `retries`: how many smaller radii were tried after the first (adaptive radius).
+    - `diagnostics`: scalars an estimator adds (`GeneralizedHEP`: the homeostasis loss,
+      the Jacobian symmetry ratio, the cosine to a reference gradient), or `None`.
     """
 
     loss: Real[Scalar, ""]
@@ -84,6 +86,7 @@ class PhaseInfo(AbstractGradientInfo):
     fourier_norms: Real[Array, " N"] | None
     radius: Real[Scalar, ""]
     retries: Int[Scalar, ""]
+    diagnostics: dict[str, Array] | None = None
 
     def metrics(self):
         out = {**super().metrics(), **_steps_metrics("nudged", self.nudged_stats)}
@@ -91,7 +94,7 @@ class PhaseInfo(AbstractGradientInfo):
         out["retries"] = self.retries.astype(jnp.float32)
         if self.error_estimate is not None:
             out["error_estimate"] = self.error_estimate
-        return out
+        return {**out, **(self.diagnostics or {})}
 
 
 class AdjointInfo(AbstractGradientInfo):
@@ -133,5 +136,5 @@ class AbstractEstimator(eqx.Module):
         cost: AbstractCost,
         key: PRNGKeyArray | None,
     ) -> tuple[PyTree, AbstractGradientInfo, Any]:
-        """Inputs are already checked; `key` is `None` unless the dynamics are noisy.
-        Returns `(grads, info, next state)`."""
+        """Inputs are already checked. `key` (or `None`) drives noisy dynamics and any
+        other randomness of the estimator (probes). Returns `(grads, info, next state)`."""

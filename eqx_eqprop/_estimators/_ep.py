@@ -155,10 +155,11 @@ class AbstractPhaseEstimator(AbstractEstimator):
         """What is sampled at each phase (batched): the EP learning signal `dF/dtheta`."""
         return model.learning_signal(x, s, nudge)
 
-    def finish(self, model, x, y, s_free, cost, coefficient) -> PyTree:
-        """The gradient from the first Fourier coefficient of the observable."""
+    def finish(self, model, x, y, s_free, cost, coefficient) -> tuple[PyTree, dict | None]:
+        """The gradient from the first Fourier coefficient of the observable, and any
+        diagnostics to report (`None`)."""
         del model, x, y, s_free, cost
-        return coefficient
+        return coefficient, None
 
     def sample_phases(
         self, model, x, y, s_free, f0, beta, nudged_relaxation, cost, key
@@ -230,6 +231,7 @@ class AbstractPhaseEstimator(AbstractEstimator):
     def step(self, model, x, y, state, *, relaxation, nudged_relaxation, cost, key):
         self.check_model(model, cost)
         noisy = relaxation.noisy or nudged_relaxation.noisy
+        key = key if noisy else None
         s_free, free_stats = jax.lax.stop_gradient(free_phase(model, x, relaxation, key))
         f0 = self.observable(model, x, s_free, None)
         beta = jnp.asarray(self.beta).astype(model.dtype)
@@ -251,9 +253,9 @@ class AbstractPhaseEstimator(AbstractEstimator):
             samples, radius, retries = self._adapt(sample, radius, target)
             grow = self._factor(samples, target, grow=True)
             state = jnp.minimum(jnp.abs(beta), radius * grow)
-        grads = self.finish(model, x, y, s_free, cost, samples.coefficient)
+        grads, diagnostics = self.finish(model, x, y, s_free, cost, samples.coefficient)
         info = self._info(model, y, cost, s_free, free_stats, samples, radius, retries, noisy)
-        return grads, info, state
+        return grads, eqx.tree_at(lambda i: i.diagnostics, info, diagnostics, is_leaf=_none), state
 
     def _factor(self, samples, target, grow: bool):
         """The radius change the estimate asks for: the aliasing error scales like
@@ -321,6 +323,10 @@ class AbstractPhaseEstimator(AbstractEstimator):
             radius=radius,
             retries=jnp.asarray(retries, jnp.int32),
         )
+
+
+def _none(v):
+    return v is None
 
 
 def _diverged(samples: PhaseSamples):

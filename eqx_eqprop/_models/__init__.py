@@ -8,3 +8,9 @@ from ._base import (
 from ._conv import EnergyConvNet as EnergyConvNet
 from ._energy import AbstractEnergyModel as AbstractEnergyModel
 from ._mlp import EnergyMLP as EnergyMLP, check_float_dtype as check_float_dtype
+from ._vector_field import (
+    AbstractVectorFieldModel as AbstractVectorFieldModel,
+    VectorFieldNet as VectorFieldNet,
+    feedback_angles as feedback_angles,
+    vector_field_from_energy_mlp as vector_field_from_energy_mlp,
+)

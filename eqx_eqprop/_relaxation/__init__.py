@@ -10,4 +10,5 @@ from ._fixed_point import (
     EvenOddRelaxation as EvenOddRelaxation,
     FixedPointRelaxation as FixedPointRelaxation,
 )
+from ._mixed import MixedPrecisionRelaxation as MixedPrecisionRelaxation
 from ._ode import ODERelaxation as ODERelaxation, SDERelaxation as SDERelaxation

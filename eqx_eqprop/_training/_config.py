@@ -116,8 +116,11 @@ def _validate(tree: dict) -> None:
         _positive_int(data.get(key), f"data.{key}")
     model = tree["model"]
     check_arguments("model", model.get("kind", "?"), _args(model), reserved=("key",))
-    if "activation" in model:
-        resolve(model["activation"], "activation")
+    for name, section in (("activation", "activation"), ("pooling", "pooling")):
+        if name in model:
+            values = model[name] if isinstance(model[name], list) else [model[name]]
+            for value in values:
+                resolve(value, section)
     build("estimator", tree["estimator"])
     build("relaxation", tree["relaxation"])
     if tree.get("nudged_relaxation") is not None:

@@ -15,24 +15,30 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
+import lineax as lx
 import optax
+import optimistix as optx
 
 from .. import _activations as act, _costs as costs
 from .._data import load_dataset
 from .._estimators import (
     BPTT,
     ClassicEP,
+    GeneralizedHEP,
     HolomorphicEP,
     ImplicitDifferentiation,
+    JacobianHomeostasis,
     OscillatingEP,
     RecurrentBackprop,
     SymmetricEP,
 )
-from .._models import EnergyMLP
+from .._layers import AvgPool, IdentityPool, MaxPool, SoftmaxPool
+from .._models import EnergyConvNet, EnergyMLP, VectorFieldNet
 from .._relaxation import (
     AndersonRelaxation,
     EvenOddRelaxation,
     FixedPointRelaxation,
+    MixedPrecisionRelaxation,
     ODERelaxation,
     SDERelaxation,
 )
@@ -40,7 +46,16 @@ from .._relaxation import (
 REGISTRY: dict[str, dict[str, Callable]] = {}
 
 # arguments whose values are strategies of another section
-NESTED = {"activation": "activation", "pooling": "pooling", "cost": "cost"}
+NESTED = {
+    "activation": "activation",
+    "pooling": "pooling",
+    "cost": "cost",
+    "low": "relaxation",
+    "high": "relaxation",
+    "adjoint": "adjoint",
+    "homeostasis": "homeostasis",
+    "reference": "estimator",
+}
 
 
 def register(section: str, kind: str, factory: Callable, *, overwrite: bool = False) -> None:
@@ -124,7 +139,9 @@ def build(section: str, spec: Mapping[str, Any], **supplied):
     check_arguments(section, kind, args, reserved=tuple(supplied))
     args = {k: _none(v) for k, v in args.items()}
     for name, nested in NESTED.items():
-        if name in args and args[name] is not None:
+        if name in args and isinstance(args[name], list):  # one per layer
+            args[name] = tuple(resolve(v, nested) for v in args[name])
+        elif name in args and args[name] is not None:
             args[name] = resolve(args[name], nested)
     for name, value in args.items():
         if isinstance(value, list):
@@ -152,6 +169,73 @@ def mlp(
     features = math.prod(sample_shape)
     return EnergyMLP(
         (features, *hidden, num_classes),
+        activation=activation,
+        weight_scale=weight_scale,
+        dtype=dtype,
+        key=key,
+    )
+
+
+def conv(
+    sample_shape,
+    num_classes,
+    *,
+    key,
+    channels=(32, 64),
+    kernel_sizes=3,
+    paddings="SAME",
+    pooling=MaxPool(),
+    activation=act.SmoothClip(width=2.0),
+    weight_scale=1.0,
+    dtype="float32",
+):
+    """`EnergyConvNet(sample_shape, channels, num_classes, ...)` on NHWC images."""
+    return EnergyConvNet(
+        tuple(sample_shape),
+        channels,
+        num_classes,
+        kernel_sizes=kernel_sizes,
+        paddings=paddings,
+        pooling=pooling,
+        activation=activation,
+        weight_scale=weight_scale,
+        dtype=dtype,
+        key=key,
+    )
+
+
+def implicit_lu():
+    """The implicit function theorem with a dense LU solve (exact; the Jacobian is
+    materialised, so for small states)."""
+    return optx.ImplicitAdjoint()
+
+
+def implicit_gmres(rtol=1e-6, atol=1e-6, restart=40):
+    """The implicit function theorem with GMRES (matrix-free: vector-Jacobian products
+    only); for large states. On the MNIST MLP, 7x faster than LU at batch 128."""
+    return optx.ImplicitAdjoint(lx.GMRES(rtol=rtol, atol=atol, restart=restart))
+
+
+def vector_field(
+    sample_shape,
+    num_classes,
+    *,
+    key,
+    hidden=(64,),
+    graph="symmetric",
+    feedback_angle=90.0,
+    activation=act.Sigmoid(),
+    weight_scale=1.0,
+    dtype="float32",
+):
+    """`VectorFieldNet((prod(sample_shape), *hidden, num_classes), ...)`; images are
+    flattened. `graph` is "symmetric", "loop" or a list of `[pre, post]` edges."""
+    if not isinstance(graph, str):
+        graph = [tuple(edge) for edge in graph]
+    return VectorFieldNet(
+        (math.prod(sample_shape), *hidden, num_classes),
+        graph=graph,
+        feedback_angle=feedback_angle,
         activation=activation,
         weight_scale=weight_scale,
         dtype=dtype,
@@ -205,8 +289,15 @@ def warmup_cosine(lr, total_steps, *, warmup_fraction=0.05, final_fraction=0.0):
 
 
 def _register_library():
-    for kind, factory in {"mlp": mlp}.items():
+    for kind, factory in {"mlp": mlp, "conv": conv, "vector_field": vector_field}.items():
         register("model", kind, factory)
+    for kind, cls in {
+        "max": MaxPool,
+        "avg": AvgPool,
+        "softmax": SoftmaxPool,
+        "identity": IdentityPool,
+    }.items():
+        register("pooling", kind, cls)
     estimators = {
         "hep": HolomorphicEP,
         "classic": ClassicEP,
@@ -215,6 +306,7 @@ def _register_library():
         "implicit": ImplicitDifferentiation,
         "bptt": BPTT,
         "rbp": RecurrentBackprop,
+        "generalized_hep": GeneralizedHEP,
     }
     for kind, cls in estimators.items():
         register("estimator", kind, cls)
@@ -222,6 +314,7 @@ def _register_library():
         "fixed_point": FixedPointRelaxation,
         "even_odd": EvenOddRelaxation,
         "anderson": AndersonRelaxation,
+        "mixed_precision": MixedPrecisionRelaxation,
         "ode": ODERelaxation,
         "sde": SDERelaxation,
     }.items():
@@ -239,6 +332,9 @@ def _register_library():
         "squared_error": costs.SquaredError,
     }.items():
         register("cost", kind, cls)
+    register("homeostasis", "jacobian", JacobianHomeostasis)
+    for kind, fn in {"lu": implicit_lu, "gmres": implicit_gmres}.items():
+        register("adjoint", kind, fn)
     for kind, fn in {"sgd": sgd, "momentum": momentum, "adam": adam, "adamw": adamw}.items():
         register("optimizer", kind, fn)
     for kind, fn in {
