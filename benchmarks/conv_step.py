@@ -99,9 +99,7 @@ def main():
     for name, (estimator, relaxation) in runs.items():
         opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
         step = make_step(estimator, relaxation, nudged, optimizer)
-        compile_s, step_s, loss = time_step(
-            step, model, opt_state, x, y, args.steps, args.repeats
-        )
+        compile_s, step_s, loss = time_step(step, model, opt_state, x, y, args.steps, args.repeats)
         results[name] = {
             "compile_s": round(compile_s, 2),
             "step_s": round(step_s, 4),

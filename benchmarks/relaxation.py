@@ -58,9 +58,9 @@ def measure(model, x, y, relaxation, repeats: int) -> dict:
     betas = 0.2 * jnp.array([1, -1, 1j], jnp.complex64)
 
     def nudged(m, x, y, start):
-        return jax.vmap(
-            lambda b: ep.nudged_phase(m, x, y, b, relaxation=relaxation, start=start)
-        )(betas)
+        return jax.vmap(lambda b: ep.nudged_phase(m, x, y, b, relaxation=relaxation, start=start))(
+            betas
+        )
 
     (_, stats), nudged_s = timed(jax.jit(nudged), model, x, y, s_free, repeats=repeats)
 
@@ -106,8 +106,10 @@ def main():
     models["one_epoch"] = trained_model(args, data)
     results = {}
     for state, (model, source) in models.items():
-        rows = {name: measure(model, x, y, r, args.repeats) for name, r in relaxations(
-            args.tol, args.budget).items()}
+        rows = {
+            name: measure(model, x, y, r, args.repeats)
+            for name, r in relaxations(args.tol, args.budget).items()
+        }
         plain = rows["synchronous"]
         for name, row in rows.items():
             for phase in ("free", "nudged"):
