@@ -17,7 +17,9 @@ class Dataset:
     the image sets (ImageNet 32x32 as float32 would take 15.7 GB), float32 for digits;
     labels int32 `(n,)`. `preprocess` turns a batch into the model's float32 input,
     `x / pixel_max`, then `(x - mean) / std` per channel when `mean` is set; training
-    batches are augmented (random flip, pad-4 crop) when `augment`."""
+    batches are augmented when `augment`: a random crop after zero padding by `pad`
+    pixels, and a random horizontal flip if `flip` (CIFAR: pad 4 with flips; for digits,
+    a shift without flips)."""
 
     name: str
     x_train: np.ndarray
@@ -26,6 +28,8 @@ class Dataset:
     y_test: np.ndarray
     num_classes: int
     augment: bool = False
+    flip: bool = True
+    pad: int = 4
     pixel_max: float = 1.0
     mean: np.ndarray | None = None
     std: np.ndarray | None = None
@@ -268,12 +272,15 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def augment_batch(x: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
-    """Random horizontal flip and random crop after zero padding by `pad` pixels, per
-    image, on `(batch, height, width, channels)`."""
+def augment_batch(
+    x: np.ndarray, rng: np.random.Generator, pad: int = 4, flip: bool = True
+) -> np.ndarray:
+    """Random horizontal flip (if `flip`) and random crop after zero padding by `pad`
+    pixels, per image, on `(batch, height, width, channels)`."""
     b, h, w, _ = x.shape
-    flip = rng.random(b) < 0.5
-    x = np.where(flip[:, None, None, None], x[:, :, ::-1], x)
+    flips = rng.random(b) < 0.5
+    if flip:
+        x = np.where(flips[:, None, None, None], x[:, :, ::-1], x)
     padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
     dy = rng.integers(0, 2 * pad + 1, b)
     dx = rng.integers(0, 2 * pad + 1, b)
@@ -299,7 +306,8 @@ def train_batches(
         idx = order[i * batch_size : (i + 1) * batch_size]
         x = data.preprocess(data.x_train[idx])
         if data.augment:
-            x = augment_batch(x, np.random.default_rng([seed, epoch, i, 1]))
+            rng = np.random.default_rng([seed, epoch, i, 1])
+            x = augment_batch(x, rng, data.pad, data.flip)
         yield x[rows], data.y_train[idx][rows]
 
 

@@ -32,13 +32,14 @@ def parser(doc: str) -> argparse.ArgumentParser:
     return p
 
 
-def images(data_dir: str | None, n: int, seed: int = 0):
-    """`n` flattened test images and labels: MNIST from IDX files when present, else
-    the embedded digits."""
+def images(data_dir: str | None, n: int, seed: int = 0, split: str = "test"):
+    """`n` flattened images and labels of a split: MNIST from IDX files when present,
+    else the embedded digits."""
     data = load_idx_directory(data_dir) if has_idx_files(data_dir) else load_digits()
-    idx = np.random.default_rng(seed).choice(len(data.x_test), n, replace=False)
-    x = data.preprocess(data.x_test[idx]).reshape(n, -1)
-    return jnp.asarray(x), jnp.asarray(data.y_test[idx]), data
+    x_all, y_all = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
+    idx = np.random.default_rng(seed).choice(len(x_all), n, replace=False)
+    x = data.preprocess(x_all[idx]).reshape(n, -1)
+    return jnp.asarray(x), jnp.asarray(y_all[idx]), data
 
 
 def mlp(num_features: int, hidden, classes: int, seed: int, dtype=jnp.float32, scale=1.0):

@@ -55,6 +55,7 @@ FIGURES = [
     "beta_sweep",
     "oscillation_convergence",
     "noise_robustness",
+    "homeostasis_angle",
 ]
 
 

@@ -4,7 +4,8 @@ A configuration is a small tree:
 
     name = "mnist-hep"
     cost = "cross_entropy"
-    [data]               kind (a dataset), data_dir, batch_size, eval_batch_size
+    [data]               kind (a dataset), data_dir, batch_size, eval_batch_size,
+                         augment ({pad, flip} or "none": overrides the dataset's own)
     [model]              kind ("mlp", ...) and its constructor arguments
     [estimator]          kind ("hep", "classic", ...) and its constructor arguments
     [relaxation]         kind ("fixed_point", "ode", ...), the free phase
@@ -32,7 +33,7 @@ from ._registry import _check_lr, build, check_arguments, kinds, lookup, paramet
 
 SECTIONS = ("data", "model", "estimator", "relaxation", "nudged_relaxation", "optimizer", "loop")
 TOP_LEVEL = ("name", "cost")
-DATA_KEYS = ("batch_size", "eval_batch_size")  # read by the loop, not the loader
+DATA_KEYS = ("batch_size", "eval_batch_size", "augment")  # read by the loop, not the loader
 OPTIMIZER_KEYS = ("lr", "schedule", "clip_norm", "weight_decay", "group_lrs")
 LOOP_DEFAULTS = {
     "epochs": 10,
@@ -112,8 +113,18 @@ def _validate(tree: dict) -> None:
     check_arguments(
         "data", data["kind"], {k: v for k, v in data.items() if k not in ("kind", *DATA_KEYS)}
     )
-    for key in DATA_KEYS:
+    for key in ("batch_size", "eval_batch_size"):
         _positive_int(data.get(key), f"data.{key}")
+    augment = data.get("augment")
+    if (
+        augment is not None
+        and not (isinstance(augment, Mapping) and set(augment) <= {"pad", "flip"})
+        and augment not in ("none", False)
+    ):
+        raise ValueError(
+            "data.augment is a table {pad = P, flip = true/false} (random crops after "
+            f'padding by P pixels, and flips) or "none", got {augment!r}.'
+        )
     model = tree["model"]
     check_arguments("model", model.get("kind", "?"), _args(model), reserved=("key",))
     for name, section in (("activation", "activation"), ("pooling", "pooling")):

@@ -2,6 +2,7 @@
 interval, evaluation and an atomic checkpoint at the end of every epoch, hooks for
 the rest (progress bar, printing, your own)."""
 
+import dataclasses
 import json
 import math
 import sys
@@ -55,6 +56,17 @@ class TrainingDiverged(RuntimeError):
 def read_device(tree):
     """The one place the loop waits for the device and copies to the host."""
     return jax.device_get(tree)
+
+
+def with_augmentation(data: Dataset, setting) -> Dataset:
+    """The configured augmentation (`{pad, flip}` or "none") instead of the dataset's."""
+    if setting is None:
+        return data
+    if setting in ("none", False):
+        return dataclasses.replace(data, augment=False)
+    return dataclasses.replace(
+        data, augment=True, pad=int(setting.get("pad", 4)), flip=bool(setting.get("flip", True))
+    )
 
 
 def as_model_input(model: AbstractModel, x: np.ndarray) -> np.ndarray:
@@ -401,6 +413,7 @@ def train(
     if jax.process_index() == 0:
         _prepare_run_dir(cfg, cfg.run_dir, resume)
     data = data if data is not None else build_data(cfg)
+    data = with_augmentation(data, cfg.data.get("augment"))
     check_dataset(data)
     hooks = [*(ProgressBar(),) * progress, *(Printer(cfg.name),) * verbose, *hooks]
     run = _Run(cfg, data, resume, hooks)
