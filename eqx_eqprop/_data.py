@@ -235,8 +235,27 @@ def load_tfds(
     mean = std = None
     if normalise:
         mean, std = channel_stats(x_train, 255.0)
-    num_classes = int(max(y_train.max(), y_test.max())) + 1
-    return Dataset(name, x_train, y_train, x_test, y_test, num_classes, augment, 255.0, mean, std)
+    num_classes = _declared_classes(sources[0]) or int(max(y_train.max(), y_test.max())) + 1
+    return Dataset(
+        name,
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        num_classes,
+        augment=augment,
+        pixel_max=255.0,
+        mean=mean,
+        std=std,
+    )
+
+
+def _declared_classes(source) -> int | None:
+    """The number of classes the dataset declares (not the largest label seen)."""
+    try:
+        return int(source.dataset_info.features["label"].num_classes)
+    except (AttributeError, KeyError, TypeError):
+        return None
 
 
 def _causes(e: BaseException):

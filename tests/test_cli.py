@@ -94,3 +94,37 @@ def test_default_command_compares_hep_and_bp_within_two_minutes(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "holomorphic EP" in proc.stdout and "implicit differentiation" in proc.stdout
     assert elapsed < 120
+
+
+def test_cifar10_preset_runs_end_to_end_on_mock_data(tmp_path, capsys):
+    # the preset's own data pipeline (TFDS, uint8, per-channel normalisation, flips and
+    # crops), model kind, estimator and per-layer optimiser, at toy sizes
+    import tensorflow_datasets as tfds
+
+    argv = [
+        "--preset",
+        "cifar10-hep",
+        "--set",
+        "model.channels=[2, 2, 2, 2]",
+        "--set",
+        "relaxation.max_steps=3",
+        "--set",
+        "nudged_relaxation.max_steps=2",
+        "--set",
+        "data.eval_batch_size=4",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--out",
+        str(tmp_path / "run"),
+        "--no-progress",
+    ]
+    with tfds.testing.mock_data(num_examples=8):
+        assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "cifar10-hep: test top-1" in out
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["epoch"] == 1 and record["step"] == 2
+    model = ep.load_trained_model(tmp_path / "run")
+    assert model.input_shape == (32, 32, 3) and model.num_classes == 10

@@ -249,10 +249,11 @@ class AbstractPhaseEstimator(AbstractEstimator):
                     "estimate, which noisy dynamics blur with their noise; use a fixed beta "
                     "(target_error=None) with noise."
                 )
-            radius = jnp.minimum(jnp.asarray(state, beta.dtype), jnp.abs(beta))
-            samples, radius, retries = self._adapt(sample, radius, target)
+            floor = self.min_radius_fraction * jnp.abs(beta)
+            radius = jnp.clip(jnp.asarray(state, beta.dtype), floor, jnp.abs(beta))
+            samples, radius, retries = self._adapt(sample, radius, target, floor)
             grow = self._factor(samples, target, grow=True)
-            state = jnp.minimum(jnp.abs(beta), radius * grow)
+            state = jnp.clip(radius * grow, floor, jnp.abs(beta))
         grads, diagnostics = self.finish(model, x, y, s_free, cost, samples.coefficient)
         info = self._info(model, y, cost, s_free, free_stats, samples, radius, retries, noisy)
         return grads, eqx.tree_at(lambda i: i.diagnostics, info, diagnostics, is_leaf=_none), state
@@ -269,33 +270,37 @@ class AbstractPhaseEstimator(AbstractEstimator):
         factor = jnp.where(_diverged(samples) | ~jnp.isfinite(factor), 0.5, factor)
         return jnp.clip(factor, 0.5, 2.0) if grow else jnp.clip(factor, 0.2, 0.9)
 
-    def _adapt(self, sample, radius, target):
+    def _adapt(self, sample, radius, target, floor):
         """Like a rejected step of an adaptive ODE solver: while the estimate exceeds the
         target (or a complex phase diverged), retry at a smaller radius, at most
-        `max_retries` times, inside the same compiled call. A retry whose estimate is
-        worse than the one before has reached the floor set by the relaxations'
-        tolerance (an error of about tolerance / radius): the one before is kept."""
-        floor = self.min_radius_fraction * radius
+        `max_retries` times, inside the same compiled call, never below `floor`. The
+        best attempt is kept: the estimate need not fall monotonically with the radius
+        (it can rise while the circle still encloses a singularity, and it rises again
+        once the relaxations' tolerance dominates it, about tolerance / radius)."""
 
         def bad(samples):
             return _diverged(samples) | ~(samples.error <= target)
 
+        def better(new, old):
+            return ~_diverged(new) & (_diverged(old) | (new.error < old.error))
+
         def cond(carry):
-            _, samples, retries, done = carry
-            return bad(samples) & (retries < self.max_retries) & ~done
+            radius, _, best, _, retries = carry
+            return bad(best) & (retries < self.max_retries) & (radius > floor)
 
         def body(carry):
-            radius, samples, retries, _ = carry
-            smaller = jnp.maximum(radius * self._factor(samples, target, grow=False), floor)
-            new = sample(smaller)
-            worse = ~_diverged(samples) & ~(new.error <= samples.error)
-            keep = worse | (smaller >= radius)
-            samples = jax.tree.map(lambda a, b: jnp.where(keep, a, b), samples, new)
-            return jnp.where(keep, radius, smaller), samples, retries + 1, keep
+            radius, samples, best, best_radius, retries = carry
+            radius = jnp.maximum(radius * self._factor(samples, target, grow=False), floor)
+            samples = sample(radius)
+            keep = better(samples, best)
+            best = jax.tree.map(lambda a, b: jnp.where(keep, a, b), samples, best)
+            best_radius = jnp.where(keep, radius, best_radius)
+            return radius, samples, best, best_radius, retries + 1
 
-        init = (radius, sample(radius), jnp.array(0, jnp.int32), jnp.array(False))
-        radius, samples, retries, _ = jax.lax.while_loop(cond, body, init)
-        return samples, radius, retries
+        first = sample(radius)
+        init = (radius, first, first, radius, jnp.array(0, jnp.int32))
+        _, _, best, best_radius, retries = jax.lax.while_loop(cond, body, init)
+        return best, best_radius, retries
 
     def _info(self, model, y, cost, s_free, free_stats, samples, radius, retries, noisy):
         nudged_failed = jnp.any(samples.stats.result != RESULTS.successful)
@@ -392,8 +397,7 @@ class HolomorphicEP(AbstractPhaseEstimator):
     - `target_error`: choose the radius adaptively, `beta` being the largest (see
       below); `None` (default) keeps `|beta|` fixed.
     - `max_retries`: smaller radii tried within one call (adaptive radius only).
-    - `min_radius_fraction`: a call never shrinks the radius below this fraction of the
-      radius it started from.
+    - `min_radius_fraction`: the radius never goes below this fraction of `beta`.
 
     **Adaptive radius.** With `target_error`, the estimator keeps a radius `r` in its
     state (`init`: `r = beta`). A call relaxes the phases at `r`; while the aliasing
@@ -401,9 +405,10 @@ class HolomorphicEP(AbstractPhaseEstimator):
     region where the complex dynamics converge), it retries at
     `r * 0.9 (target/error)^(1/N)` (clipped to [0.2, 0.9]; 0.5 after a diverged phase),
     at most `max_retries` times, inside the same compiled call, like a rejected step of
-    an adaptive ODE solver. A retry that makes the estimate worse has hit the floor set
-    by the relaxations' tolerance (an error of about tolerance / r): the radius before
-    it is kept (relax tighter to go lower). The accepted radius is `info.radius`, the
+    an adaptive ODE solver, and keeps the attempt with the smallest estimate (the
+    estimate need not fall with the radius: it can rise while the circle still encloses
+    a singularity, and rises again where the relaxations' tolerance dominates it, about
+    tolerance / r: relax tighter to go lower). The accepted radius is `info.radius`, the
     retries `info.retries`. The next call starts from `r * 0.9 (target/error)^(1/N)`
     clipped to [0.5, 2], at most `beta`: the radius grows back when the estimate
     allows, like a step-size controller. Not available with noisy dynamics.
