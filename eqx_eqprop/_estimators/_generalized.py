@@ -33,7 +33,8 @@ class JacobianHomeostasis(eqx.Module):
     added to the estimator's: it pulls the feedback weights towards the transposes of
     the forward ones, which is what makes generalized EP exact.
 
-    - `strength`: the coefficient of `H` in the training objective (>= 0).
+    - `strength`: the coefficient of `H` in the training objective (>= 0; 0 measures `H`
+      and the symmetry ratio without training on them).
     - `num_probes`: probes per sample (the estimate's relative std is about
       `sqrt(2 / num_probes)` for a dense J).
     """
@@ -237,10 +238,13 @@ class GeneralizedHEP(AbstractPhaseEstimator):
             h = self.homeostasis
             activities = jax.lax.stop_gradient(jax.vmap(model.activities)(info.free_state))
             h_key, r_key = jax.random.split(own_key)
-            value, h_grads = eqx.filter_value_and_grad(lambda m: h.loss(m, x, activities, h_key))(
-                model
-            )
-            grads = jtu.tree_map(lambda a, b: a + h.strength * b, grads, h_grads)
+            if h.strength:
+                value, h_grads = eqx.filter_value_and_grad(
+                    lambda m: h.loss(m, x, activities, h_key)
+                )(model)
+                grads = jtu.tree_map(lambda a, b: a + h.strength * b, grads, h_grads)
+            else:  # strength 0: measure only
+                value = h.loss(model, x, activities, h_key)
             diagnostics["homeostasis_loss"] = value
             diagnostics["symmetry_ratio"] = h.symmetry_ratio(model, x, activities, r_key)
         if diagnostics:

@@ -131,6 +131,20 @@ class AbstractModel(eqx.Module):
         return tuple(found)
 
 
+def layered_param_groups(model: eqx.Module, layers: str, readout: str = "readout_layer"):
+    """`"layer{i}"` for every array of `getattr(model, layers)[i]`, `"readout"` for the
+    readout's: the labels of a layered network's `param_groups`."""
+    groups = eqx.filter(model, eqx.is_inexact_array)
+    labels = tuple(
+        jtu.tree_map(lambda _, i=i: f"layer{i}", layer)
+        for i, layer in enumerate(getattr(groups, layers))
+    )
+    readout_labels = jtu.tree_map(lambda _: "readout", getattr(groups, readout))
+    return eqx.tree_at(
+        lambda m: (getattr(m, layers), getattr(m, readout)), groups, (labels, readout_labels)
+    )
+
+
 class AbstractDynamics(eqx.Module):
     """The map `s <- T(s)` of one sample that a relaxation iterates or integrates. Its
     arrays (parameters, drive, nudge) are what the implicit adjoint differentiates."""

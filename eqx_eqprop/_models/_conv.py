@@ -9,6 +9,7 @@ from jaxtyping import PRNGKeyArray
 
 from .._activations import AbstractActivation, SmoothClip
 from .._layers import AbstractPool, Conv2d, Dense, MaxPool
+from ._base import layered_param_groups
 from ._energy import AbstractEnergyModel
 from ._mlp import check_float_dtype
 
@@ -152,15 +153,4 @@ class EnergyConvNet(AbstractEnergyModel):
         return self.readout_layer(s[-1].reshape(-1))
 
     def param_groups(self):
-        groups = eqx.filter(self, eqx.is_inexact_array)
-        labels = tuple(f"layer{i}" for i in range(len(self.convs)))
-        return eqx.tree_at(
-            lambda m: (
-                *(c.weight for c in m.convs),
-                *(c.bias for c in m.convs),
-                m.readout_layer.weight,
-                m.readout_layer.bias,
-            ),
-            groups,
-            (*labels, *labels, "readout", "readout"),
-        )
+        return layered_param_groups(self, "convs")

@@ -7,6 +7,7 @@ from jaxtyping import PRNGKeyArray
 
 from .._activations import AbstractActivation, Sigmoid
 from .._layers import Dense
+from ._base import layered_param_groups
 from ._energy import AbstractEnergyModel
 
 
@@ -101,15 +102,4 @@ class EnergyMLP(AbstractEnergyModel):
         return self.readout_layer(s[-1])
 
     def param_groups(self):
-        groups = eqx.filter(self, eqx.is_inexact_array)
-        labels = tuple(f"layer{i}" for i in range(len(self.layers)))
-        return eqx.tree_at(
-            lambda m: (
-                *(layer.weight for layer in m.layers),
-                *(layer.bias for layer in m.layers),
-                m.readout_layer.weight,
-                m.readout_layer.bias,
-            ),
-            groups,
-            (*labels, *labels, "readout", "readout"),
-        )
+        return layered_param_groups(self, "layers")
