@@ -34,13 +34,24 @@ def relax_batch(relaxation, model, x, y, beta):
     return jax.jit(jax.vmap(one))(x, y)
 
 
-@pytest.mark.parametrize("name", ACCELERATED)
-@pytest.mark.parametrize(
-    "beta",
-    [None, 0.3, -0.3, 0.3 * np.exp(1j * np.pi / 3), 0.5j],
-    ids=["free", "real+", "real-", "complex", "imag"],
-)
-def test_same_equilibrium_as_plain_iteration(name, beta):
+BETAS = {
+    "free": None,
+    "real+": 0.3,
+    "real-": -0.3,
+    "complex": 0.3 * np.exp(1j * np.pi / 3),
+    "imag": 0.5j,
+}
+CASES = [("even_odd", b) for b in BETAS] + [
+    ("anderson", "free"),
+    ("anderson", "complex"),
+    ("anderson_sync", "real-"),
+    ("anderson_sync", "imag"),
+]
+
+
+@pytest.mark.parametrize("name,beta_id", CASES, ids=[f"{n}-{b}" for n, b in CASES])
+def test_same_equilibrium_as_plain_iteration(name, beta_id):
+    beta = BETAS[beta_id]
     model, x, y = problem(seed=3)
     beta = None if beta is None else jnp.asarray(beta)
     plain, _ = relax_batch(TIGHT, model, x, y, beta)
@@ -185,6 +196,7 @@ def test_adaptive_radius_on_a_near_critical_network():
     assert float(first.radius) <= float(second.radius) <= 0.4
 
 
+@pytest.mark.slow
 def test_adaptive_radius_grows_back_on_a_contractive_network():
     model, x, y = problem(0)
     estimator = ep.HolomorphicEP(0.4, 6, target_error=1e-4)
