@@ -138,3 +138,23 @@ def test_float32_conv_net_cosine():
     a = jnp.concatenate([g.ravel() for g in jax.tree.leaves(grads)]).astype(jnp.float64)
     b = jnp.concatenate([g.ravel() for g in jax.tree.leaves(truth)])
     assert float(a @ b / jnp.linalg.norm(a) / jnp.linalg.norm(b)) >= 0.9999
+
+
+@pytest.mark.parametrize("padding", ["SAME", "VALID"])
+@pytest.mark.parametrize("kernel", [2, 3, 5])
+def test_patch_convolution_equals_the_lax_convolution(padding, kernel, monkeypatch):
+    # the CPU path (a matmul of shifted views) against XLA's convolution: real and complex
+    # inputs, under vmap, and the transposed map (the VJP that the energy's update uses)
+    from eqx_eqprop import _layers
+
+    conv = ep.Conv2d(3, 4, kernel, padding=padding, dtype=jnp.float64, key=jax.random.key(0))
+    v = jax.random.normal(jax.random.key(1), (2, 9, 7, 3), jnp.float64)
+    v = v + 1j * jax.random.normal(jax.random.key(2), v.shape, jnp.float64)
+    outs = {}
+    for method in ("patches", "lax"):
+        monkeypatch.setattr(_layers, "_CONV_METHOD", method)
+        out, vjp = jax.vjp(jax.vmap(conv), v)
+        outs[method] = (out, vjp(jnp.ones_like(out) * (1 - 2j))[0])
+    for a, b in zip(outs["patches"], outs["lax"]):
+        assert a.shape == b.shape and a.dtype == jnp.complex128
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
