@@ -227,21 +227,27 @@ def _merge_sums(total: dict, read: dict) -> dict:
 
 
 def _warn_failed(cfg: TrainConfig, epoch: int, record: dict, steps: int) -> None:
-    parts = []
+    parts, advice = [], []
     for phase in ("free", "nudged", "adjoint"):
         fraction = record.get(f"{phase}_unconverged", 0.0)
         if fraction:
             parts.append(f"{100 * fraction:.2g} % of the {phase} relaxations")
-    missed = (
-        " and ".join(parts) + " did not reach their tolerance"
-        if parts
-        else "the aliasing estimate exceeded error_tolerance"
-    )
+    if parts:
+        missed = " and ".join(parts) + " did not reach their tolerance"
+        advice.append("raise the relaxations' max_steps or loosen rtol/atol")
+        kinds = {
+            getattr(cfg, section, None) and getattr(cfg, section).get("kind")
+            for section in ("relaxation", "nudged_relaxation")
+        }
+        if "fixed_point" in kinds:
+            advice.append("use an even/odd relaxation (half the sweeps on a layered network)")
+    else:
+        missed = "the aliasing estimate exceeded error_tolerance"
+        advice.append("lower |beta|, raise num_phases or give the estimator a target_error")
     warnings.warn(
         f"{cfg.name}, epoch {epoch}: in {record['failed_steps']} of {steps} steps {missed} "
-        "(failed_steps and *_unconverged in metrics.jsonl). To change it: raise the "
-        "relaxations' max_steps, loosen rtol/atol or use an even/odd relaxation; for the "
-        "aliasing error, lower |beta| or give the estimator a target_error.",
+        f"(failed_steps and *_unconverged in metrics.jsonl). To change it: "
+        f"{'; '.join(advice)}.",
         RuntimeWarning,
         stacklevel=3,
     )
