@@ -111,15 +111,15 @@ class Conv2d(eqx.Module):
 
     - `in_channels`, `out_channels`, `kernel_size`: sizes (square kernels).
     - `padding`: `"SAME"` or `"VALID"`.
-    - `weight_scale`: `W` is truncated normal with std `weight_scale / sqrt(k * k * in)`;
-      the bias starts at zero.
+    - `use_bias`: whether there is a bias (zero at initialisation).
+    - `weight_scale`: `W` is truncated normal with std `weight_scale / sqrt(k * k * in)`.
 
     A complex input is convolved as its real and imaginary parts in one call (a batch
     of two), not by promoting the real kernel.
     """
 
     weight: Float[Array, "k k inp out"]
-    bias: Float[Array, " out"]
+    bias: Float[Array, " out"] | None
     padding: str = eqx.field(static=True)
     holomorphic: ClassVar[bool] = True
 
@@ -130,6 +130,7 @@ class Conv2d(eqx.Module):
         kernel_size: int,
         *,
         padding: str = "SAME",
+        use_bias: bool = True,
         weight_scale: float = 1.0,
         dtype=jnp.float32,
         key: PRNGKeyArray,
@@ -139,7 +140,7 @@ class Conv2d(eqx.Module):
         fan_in = kernel_size * kernel_size * in_channels
         shape = (kernel_size, kernel_size, in_channels, out_channels)
         self.weight = truncated_normal_init(key, shape, fan_in, weight_scale, dtype)
-        self.bias = jnp.zeros(out_channels, dtype)
+        self.bias = jnp.zeros(out_channels, dtype) if use_bias else None
         self.padding = padding
 
     @property
@@ -160,7 +161,8 @@ class Conv2d(eqx.Module):
         return _conv(v[None], self.weight, self.padding)[0]
 
     def __call__(self, v):
-        return self.linear(v) + self.bias[None, None, :]
+        out = self.linear(v)
+        return out if self.bias is None else out + self.bias[None, None, :]
 
 
 # ---------------------------------------------------------------------------- pooling

@@ -263,6 +263,31 @@ def test_load_trained_model_rebuilds_it_from_the_checkpoint(tmp_path, digits):
     assert meta["model"]["kind"] == "mlp" and meta["model"]["sample_shape"] == [8, 8, 1]
 
 
+def test_a_convolutional_vector_field_net_trains_and_reloads(tmp_path, digits):
+    # a feature-map layer (convolutions in and back) and a dense layer, generalized hEP
+    # with homeostasis, through the registry, the loop and the checkpoint
+    changes = {
+        "model": {"kind": "vector_field", "hidden": [[8, 8, 3], 12], "feedback_angle": 90.0},
+        "estimator": {
+            "kind": "generalized_hep",
+            "beta": 0.2,
+            "num_phases": 2,
+            "error_tolerance": "none",
+            "homeostasis": {"kind": "jacobian", "strength": 0.1, "num_probes": 1},
+        },
+        "optimizer": {"kind": "adam", "lr": 1e-2},
+        "loop.epochs": 2,
+    }
+    result = run(small(tmp_path, name="vf", **changes), digits)
+    history = result["history"]
+    assert history[-1]["test_loss"] < history[0]["test_loss"]
+    assert "symmetry_ratio" in history[-1]
+    model = ep.load_trained_model(result["run_dir"])
+    assert model.input_shape == (8, 8, 1) and model.layer_sizes[1] == (8, 8, 3)
+    for a, b in zip(_leaves(model), _leaves(result["model"])):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_the_loop_reads_the_device_once_per_logging_interval(tmp_path, digits, monkeypatch):
     cfg = small(tmp_path, **{"loop.epochs": 2, "loop.log_every": 4, "loop.checkpoint_every": 8})
     # every read must go through one explicit jax.device_get per interval: count those,

@@ -13,7 +13,7 @@ import jax.tree_util as jtu
 from jaxtyping import PRNGKeyArray, PyTree
 
 from .._activations import AbstractActivation, Sigmoid
-from .._layers import Dense
+from .._layers import Conv2d, Dense
 from ._base import AbstractModel, Nudge, State
 from ._mlp import check_float_dtype
 
@@ -75,6 +75,54 @@ def standard_graph(kind: str, n_layers: int) -> list[tuple[int, int]]:
     raise ValueError(f"graph must be 'symmetric', 'loop' or a list of edges, got {kind!r}.")
 
 
+Shape = tuple[int, ...]
+
+
+def _layer_shape(size, where: str) -> Shape:
+    """An int `n` (a vector layer) or `(height, width, channels)` (a feature map)."""
+    if isinstance(size, int) and not isinstance(size, bool):
+        shape = (size,)
+    elif isinstance(size, Sequence) and not isinstance(size, str) and len(size) == 3:
+        shape = tuple(size)
+    else:
+        shape = ()
+    if not shape or not all(isinstance(n, int) and not isinstance(n, bool) for n in shape):
+        raise ValueError(
+            f"{where}: a layer is an int (units) or (height, width, channels), got {size!r}."
+        )
+    if min(shape) < 1:
+        raise ValueError(f"{where}: sizes must be positive, got {size!r}.")
+    return shape
+
+
+def _connection(pre: Shape, post: Shape, *, bias: bool, kernel_size: int, scale, dtype, key):
+    """A `Conv2d` (SAME, stride 1) between feature maps of one height and width, else a
+    `Dense` between the flattened layers."""
+    if len(pre) == 3 and len(post) == 3 and pre[:2] == post[:2]:
+        return Conv2d(
+            pre[2], post[2], kernel_size, use_bias=bias, weight_scale=scale, dtype=dtype, key=key
+        )
+    return Dense(
+        math.prod(pre), math.prod(post), use_bias=bias, weight_scale=scale, dtype=dtype, key=key
+    )
+
+
+def _apply(conn, v, shape: Shape, *, bias: bool):
+    """`conn` on one sample's layer `v`, the result shaped like the receiving layer."""
+    if isinstance(conn, Conv2d):
+        return conn(v) if bias else conn.linear(v)
+    out = conn(v.reshape(-1)) if bias else conn.linear(v.reshape(-1))
+    return out.reshape(shape)
+
+
+def transposed_weight(conn):
+    """The weight of the adjoint map: `W^T` for `Dense`; for a SAME, stride-1 `Conv2d`
+    with an odd kernel, the kernel flipped in space with its channels swapped."""
+    if isinstance(conn, Conv2d):
+        return jnp.flip(conn.weight, (0, 1)).transpose(0, 1, 3, 2)
+    return conn.weight.T
+
+
 class VectorFieldNet(AbstractVectorFieldModel):
     """A layered vector-field network with feedback weights independent of the forward
     ones (Laborieux & Zenke 2024):
@@ -92,7 +140,11 @@ class VectorFieldNet(AbstractVectorFieldModel):
     **Arguments:**
 
     - `layer_sizes`: `(inputs, n_1, ..., n_L, classes)`; layer `L` is the output layer
-      `"out"` (nudged, read by the readout).
+      `"out"` (nudged, read by the readout). The inputs and each layer are an int
+      (units) or `(height, width, channels)` (a feature map, NHWC). An edge between
+      feature maps of one height and width is a convolution (`Conv2d`, SAME, stride 1,
+      `kernel_size`; the transpose of a convolution is the convolution with the
+      flipped kernel); any other edge is dense, on the flattened layers.
     - `graph`: `"symmetric"` (in->1, 1->2, 2->1, ..., (L-1)->out, out->(L-1)), `"loop"`
       (in->1, 1->2, ..., (L-1)->out, out->1: no reciprocal pairs from L = 3 on), or a
       list of edges `(pre, post)` among `"in"`, `1..L`, `"out"`.
@@ -102,35 +154,44 @@ class VectorFieldNet(AbstractVectorFieldModel):
       reports the current angles.
     - `activation`: `sigma`, default `Sigmoid()`.
     - `weight_scale`: forward weights truncated normal with std `weight_scale / sqrt(fan_in)`.
+    - `kernel_size`: odd, for the convolutional edges (default 3).
     - `dtype`, `key`.
     """
 
-    connections: tuple[Dense, ...]
+    connections: tuple[Dense | Conv2d, ...]
     readout_layer: Dense
     activation: AbstractActivation
     edges: tuple[tuple[int, int], ...] = eqx.field(static=True)
-    layer_sizes: tuple[int, ...] = eqx.field(static=True)
+    layer_sizes: tuple[int | Shape, ...] = eqx.field(static=True)
 
     def __init__(
         self,
-        layer_sizes: Sequence[int],
+        layer_sizes: Sequence[int | Sequence[int]],
         *,
         graph: str | Sequence[tuple[Node, Node]] = "symmetric",
         feedback_angle: float = 90.0,
         activation: AbstractActivation = Sigmoid(),
         weight_scale: float = 1.0,
+        kernel_size: int = 3,
         dtype=None,
         key: PRNGKeyArray,
     ):
-        sizes = tuple(int(n) for n in layer_sizes)
-        if len(sizes) < 3 or min(sizes) < 1:
+        if len(layer_sizes) < 3:
             raise ValueError(
                 "layer_sizes must be (inputs, n_1, ..., n_L, classes) with at least one "
-                f"neuron layer and positive sizes, got {tuple(layer_sizes)}."
+                f"neuron layer, got {tuple(layer_sizes)}."
+            )
+        shapes = tuple(_layer_shape(n, f"layer_sizes[{i}]") for i, n in enumerate(layer_sizes))
+        if len(shapes[-1]) != 1:
+            raise ValueError(f"the classes must be an int, got {layer_sizes[-1]!r}.")
+        if not (isinstance(kernel_size, int) and kernel_size >= 1 and kernel_size % 2 == 1):
+            raise ValueError(
+                f"kernel_size must be odd (its transpose is then a SAME convolution too), "
+                f"got {kernel_size!r}."
             )
         if not (isinstance(feedback_angle, (int, float)) and 0 <= feedback_angle <= 90):
             raise ValueError(f"feedback_angle must be in [0, 90] degrees, got {feedback_angle!r}.")
-        n_layers = len(sizes) - 2
+        n_layers = len(shapes) - 2
         if isinstance(graph, str):
             edges = standard_graph(graph, n_layers)
         else:
@@ -158,8 +219,14 @@ class VectorFieldNet(AbstractVectorFieldModel):
         forward = {}
         for k, (pre, post) in enumerate(edges):
             if pre < post:
-                forward[(pre, post)] = Dense(
-                    sizes[pre], sizes[post], weight_scale=weight_scale, dtype=dtype, key=keys[k]
+                forward[(pre, post)] = _connection(
+                    shapes[pre],
+                    shapes[post],
+                    bias=True,
+                    kernel_size=kernel_size,
+                    scale=weight_scale,
+                    dtype=dtype,
+                    key=keys[k],
                 )
         a = math.radians(feedback_angle)
         connections = []
@@ -167,17 +234,18 @@ class VectorFieldNet(AbstractVectorFieldModel):
             if pre < post:
                 connections.append(forward[(pre, post)])
                 continue
-            layer = Dense(
-                sizes[pre],
-                sizes[post],
-                use_bias=False,
-                weight_scale=weight_scale,
+            layer = _connection(
+                shapes[pre],
+                shapes[post],
+                bias=False,
+                kernel_size=kernel_size,
+                scale=weight_scale,
                 dtype=dtype,
                 key=keys[k],
             )
             partner = forward.get((post, pre))
             if partner is not None:
-                w_t = partner.weight.T
+                w_t = transposed_weight(partner)
                 b = layer.weight * (jnp.linalg.norm(w_t) / jnp.linalg.norm(layer.weight))
                 layer = eqx.tree_at(
                     lambda d: d.weight, layer, (math.sin(a) * b + math.cos(a) * w_t).astype(dtype)
@@ -185,15 +253,24 @@ class VectorFieldNet(AbstractVectorFieldModel):
             connections.append(layer)
         self.connections = tuple(connections)
         self.readout_layer = Dense(
-            sizes[-2], sizes[-1], weight_scale=weight_scale, dtype=dtype, key=keys[-1]
+            math.prod(shapes[-2]),
+            shapes[-1][0],
+            weight_scale=weight_scale,
+            dtype=dtype,
+            key=keys[-1],
         )
         self.activation = activation
         self.edges = tuple(edges)
-        self.layer_sizes = sizes
+        self.layer_sizes = tuple(n[0] if len(n) == 1 else n for n in shapes)
+
+    @property
+    def layer_shapes(self) -> tuple[Shape, ...]:
+        """The shape of one sample's inputs, of each layer, and `(classes,)`."""
+        return tuple((n,) if isinstance(n, int) else n for n in self.layer_sizes)
 
     @property
     def input_shape(self):
-        return (self.layer_sizes[0],)
+        return self.layer_shapes[0]
 
     @property
     def num_classes(self):
@@ -208,32 +285,39 @@ class VectorFieldNet(AbstractVectorFieldModel):
         return any(pre > post for pre, post in self.edges)
 
     def init_state(self):
-        return tuple(jnp.zeros(n, self.dtype) for n in self.layer_sizes[1:-1])
+        return tuple(jnp.zeros(n, self.dtype) for n in self.layer_shapes[1:-1])
 
     def drive(self, x):
         """Per layer: what the input feeds it, plus the biases of its forward edges."""
-        out = [jnp.zeros(n, self.dtype) for n in self.layer_sizes[1:-1]]
+        shapes = self.layer_shapes
+        out = [jnp.zeros(n, self.dtype) for n in shapes[1:-1]]
         for (pre, post), conn in zip(self.edges, self.connections):
             if pre == 0:
-                out[post - 1] = out[post - 1] + conn(x)
+                out[post - 1] = out[post - 1] + _apply(conn, x, shapes[post], bias=True)
             elif conn.bias is not None:
-                out[post - 1] = out[post - 1] + conn.bias
+                out[post - 1] = out[post - 1] + jnp.broadcast_to(
+                    conn.bias if isinstance(conn, Conv2d) else conn.bias.reshape(shapes[post]),
+                    shapes[post],
+                )
         return tuple(out)
 
     def activity_update(self, s, drive, nudge=None):
+        shapes = self.layer_shapes
         new = list(drive)
         for (pre, post), conn in zip(self.edges, self.connections):
             if pre > 0:
-                new[post - 1] = new[post - 1] + conn.linear(s[pre - 1])
+                new[post - 1] = new[post - 1] + _apply(conn, s[pre - 1], shapes[post], bias=False)
         if nudge is not None:
             # -beta dC/ds_out, holomorphic in s_out (a vjp with cotangent 1)
-            cost, vjp = jax.vjp(lambda v: nudge.cost(self.readout_layer(v), nudge.label), s[-1])
+            cost, vjp = jax.vjp(
+                lambda v: nudge.cost(self.readout_layer(v.reshape(-1)), nudge.label), s[-1]
+            )
             (dc,) = vjp(jnp.ones_like(cost))
             new[-1] = new[-1] - nudge.beta * dc
         return tuple(new)
 
     def readout(self, u):
-        return self.readout_layer(self.activation(u[-1]))
+        return self.readout_layer(self.activation(u[-1]).reshape(-1))
 
     def param_groups(self):
         """`"forward{pre}-{post}"`, `"feedback{pre}-{post}"` (pre `in` for the input) per
@@ -262,7 +346,7 @@ def feedback_angles(model: VectorFieldNet) -> dict[tuple[Node, Node], float]:
     for (pre, post), conn in zip(model.edges, model.connections):
         partner = forward.get((post, pre))
         if pre > post and partner is not None:
-            b, w_t = conn.weight, partner.weight.T
+            b, w_t = conn.weight, transposed_weight(partner)
             cos = jnp.sum(b * w_t) / (jnp.linalg.norm(b) * jnp.linalg.norm(w_t))
             name = "out" if pre == n else pre
             out[(name, post)] = float(jnp.degrees(jnp.arccos(jnp.clip(cos, -1.0, 1.0))))

@@ -226,18 +226,29 @@ def vector_field(
     feedback_angle=90.0,
     activation=act.Sigmoid(),
     weight_scale=1.0,
+    kernel_size=3,
     dtype="float32",
 ):
-    """`VectorFieldNet((prod(sample_shape), *hidden, num_classes), ...)`; images are
-    flattened. `graph` is "symmetric", "loop" or a list of `[pre, post]` edges."""
+    """`VectorFieldNet((inputs, *hidden, num_classes), ...)`. A hidden layer is a number
+    of units or `[height, width, channels]` (a feature map, convolutions between maps of
+    one size). With only units the images are flattened; with a feature map they stay
+    NHWC. `graph` is "symmetric", "loop" or a list of `[pre, post]` edges."""
     if not isinstance(graph, str):
         graph = [tuple(edge) for edge in graph]
+    hidden = [n if isinstance(n, int) else tuple(n) for n in hidden]
+    maps = any(isinstance(n, tuple) for n in hidden)
+    inputs = tuple(sample_shape) if maps else math.prod(sample_shape)
+    if maps and len(inputs) != 3:
+        raise ValueError(
+            f"feature-map layers need (height, width, channels) samples, got {inputs}."
+        )
     return VectorFieldNet(
-        (math.prod(sample_shape), *hidden, num_classes),
+        (inputs, *hidden, num_classes),
         graph=graph,
         feedback_angle=feedback_angle,
         activation=activation,
         weight_scale=weight_scale,
+        kernel_size=kernel_size,
         dtype=dtype,
         key=key,
     )
