@@ -52,9 +52,9 @@ def test_table1_writes_a_markdown_table(tmp_path):
 FIGURES = [
     "oscillations",
     "stability_map",
-    "beta_sweep",
-    "oscillation_convergence",
-    "noise_robustness",
+    pytest.param("beta_sweep", marks=pytest.mark.slow),
+    pytest.param("oscillation_convergence", marks=pytest.mark.slow),
+    pytest.param("noise_robustness", marks=pytest.mark.slow),  # the longest smoke run
     "homeostasis_angle",
 ]
 

@@ -12,6 +12,7 @@ import eqx_eqprop as ep
 from eqx_eqprop.internal import (
     build_model,
     build_optimizer,
+    build_relaxations,
     init_train_state,
     load_checkpoint,
     load_digits,
@@ -117,8 +118,14 @@ def test_killed_and_resumed_noisy_run_is_bit_identical(tmp_path, digits):
     resumed = run(cfg, digits)
     for a, b in zip(_leaves(whole["model"]), _leaves(resumed["model"])):
         np.testing.assert_array_equal(a, b)
-    other = run(small(tmp_path, name="other-seed", **{**changes, "loop.seed": 1}), digits)
-    assert not np.array_equal(_leaves(whole["model"])[0], _leaves(other["model"])[0])
+    # the noise is really there (else the identity above would hold without the keys):
+    # the configured relaxations carry it, and one noisy relaxation depends on its key
+    free, nudged = build_relaxations(cfg)
+    assert free.noise == nudged.noise == 0.04
+    x = digits.preprocess(digits.x_test[:4]).reshape(4, -1)
+    a, _ = ep.free_phase(whole["model"], x, free, key=jax.random.key(0))
+    b, _ = ep.free_phase(whole["model"], x, free, key=jax.random.key(1))
+    assert not np.array_equal(a[0], b[0])
 
 
 def test_resume_refuses_a_different_configuration(tmp_path, digits):

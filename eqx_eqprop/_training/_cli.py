@@ -6,11 +6,9 @@ accuracies (about a minute on 2 CPU cores, offline).
 """
 
 import argparse
-import os
 import sys
 import time
 import tomllib
-from pathlib import Path
 
 from ._config import SECTIONS, TrainConfig, get_preset, preset_names
 from ._registry import kinds
@@ -58,13 +56,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--num-processes", type=int, help="multi-host: number of processes")
     p.add_argument("--process-id", type=int, help="multi-host: this process's index")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
-    p.add_argument(
-        "--compilation-cache",
-        metavar="DIR",
-        help="persistent XLA compilation cache, so that a resumed or repeated run skips "
-        "compiling (default: $JAX_COMPILATION_CACHE_DIR, else ~/.cache/eqx_eqprop/xla; "
-        "'none' to switch it off)",
-    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--list-presets", action="store_true")
     p.add_argument("--show-config", action="store_true", help="print the TOML and exit")
@@ -146,35 +137,12 @@ def _list_presets() -> None:
         )
 
 
-def use_compilation_cache(directory: str | None) -> str | None:
-    """Point JAX's persistent compilation cache at `directory` (None: the environment's
-    JAX_COMPILATION_CACHE_DIR, else ~/.cache/eqx_eqprop/xla; "none": off). Programs that
-    take over a second to compile are stored there, keyed by their HLO and the JAX
-    version, so a resumed run reuses the executable of the run it continues."""
-    import jax
-
-    if directory is None:
-        directory = os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(
-            Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "eqx_eqprop" / "xla"
-        )
-    if directory.lower() == "none":
-        return None
-    try:
-        Path(directory).mkdir(parents=True, exist_ok=True)
-    except OSError as e:  # a read-only home: compile every time rather than fail
-        print(f"eqprop-train: no compilation cache ({e})", file=sys.stderr)
-        return None
-    jax.config.update("jax_compilation_cache_dir", directory)
-    return directory
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from ._devices import initialize_distributed
     from ._loop import TrainingDiverged, train
 
     initialize_distributed(args.coordinator, args.num_processes, args.process_id)
-    use_compilation_cache(args.compilation_cache)
     try:
         if args.list_presets:
             _list_presets()
