@@ -16,6 +16,7 @@ def load(name):
     return module
 
 
+@pytest.mark.slow  # four training runs; the loop itself is tested in test_training.py
 @pytest.mark.filterwarnings("ignore:.*failed_steps and:RuntimeWarning")
 def test_table1_writes_a_markdown_table(tmp_path):
     table1 = load("table1")
@@ -55,7 +56,7 @@ FIGURES = [
     pytest.param("beta_sweep", marks=pytest.mark.slow),
     pytest.param("oscillation_convergence", marks=pytest.mark.slow),
     pytest.param("noise_robustness", marks=pytest.mark.slow),  # the longest smoke run
-    "homeostasis_angle",
+    pytest.param("homeostasis_angle", marks=pytest.mark.slow),
 ]
 
 

@@ -254,6 +254,7 @@ def test_config_file_and_overrides(tmp_path):
     assert dict(classic.estimator) == {"kind": "classic", "beta": 0.2}
 
 
+@pytest.mark.slow  # resumption itself is tested bit for bit above
 def test_a_finished_run_can_be_extended(tmp_path, digits):
     one = run(small(tmp_path, **{"loop.epochs": 1}), digits)
     two = run(small(tmp_path, **{"loop.epochs": 2}), digits)
