@@ -25,3 +25,16 @@ if _flags is None:
     del os.environ["XLA_FLAGS"]
 else:
     os.environ["XLA_FLAGS"] = _flags
+
+import pytest  # noqa: E402
+
+# the three longest notebooks run with the long tests (`python -m pytest -m slow`), which
+# keeps the default run under 12 minutes on 2 cores; 00 and 04 run by default
+SLOW_NOTEBOOKS = {"01_gradient_exactness.ipynb", "02_oscillations.ipynb", "03_convnets.ipynb"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in SLOW_NOTEBOOKS:
+            item.add_marker(pytest.mark.slow)
