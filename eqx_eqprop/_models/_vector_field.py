@@ -216,35 +216,26 @@ class VectorFieldNet(AbstractVectorFieldModel):
                 )
         dtype = check_float_dtype(dtype)
         keys = jax.random.split(key, len(edges) + 1)
-        forward = {}
-        for k, (pre, post) in enumerate(edges):
-            if pre < post:
-                forward[(pre, post)] = _connection(
-                    shapes[pre],
-                    shapes[post],
-                    bias=True,
-                    kernel_size=kernel_size,
-                    scale=weight_scale,
-                    dtype=dtype,
-                    key=keys[k],
-                )
-        a = math.radians(feedback_angle)
-        connections = []
-        for k, (pre, post) in enumerate(edges):
-            if pre < post:
-                connections.append(forward[(pre, post)])
-                continue
-            layer = _connection(
+        # feedforward edges carry the bias; feedback edges start near the transpose of
+        # their partner (the adjoint, for a convolution), rotated by `feedback_angle`
+        raw = {
+            (pre, post): _connection(
                 shapes[pre],
                 shapes[post],
-                bias=False,
+                bias=pre < post,
                 kernel_size=kernel_size,
                 scale=weight_scale,
                 dtype=dtype,
                 key=keys[k],
             )
-            partner = forward.get((post, pre))
-            if partner is not None:
+            for k, (pre, post) in enumerate(edges)
+        }
+        a = math.radians(feedback_angle)
+        connections = []
+        for pre, post in edges:
+            layer = raw[(pre, post)]
+            partner = raw.get((post, pre))
+            if pre > post and partner is not None:
                 w_t = transposed_weight(partner)
                 b = layer.weight * (jnp.linalg.norm(w_t) / jnp.linalg.norm(layer.weight))
                 layer = eqx.tree_at(
