@@ -329,3 +329,28 @@ def test_the_loop_reads_the_device_once_per_logging_interval(tmp_path, digits, m
     # checkpoints' states travel with the metrics) and one for the evaluation
     assert len(reads) == 1 + 2 * (intervals + 1)
     assert [h["epoch"] for h in result["history"]] == [1, 2]
+
+
+def test_end_of_epoch_warning_advice_fits_the_failure():
+    from eqx_eqprop._training._loop import _warn_failed
+
+    def advice(cfg, record):
+        with pytest.warns(RuntimeWarning) as caught:
+            _warn_failed(cfg, 1, {"failed_steps": 3, **record}, 10)
+        (w,) = caught
+        return str(w.message)
+
+    conv = ep.get_preset("mnist-conv-hep")
+    unconverged = {"free_unconverged": 0.25}
+    text = advice(conv.set("model.pooling", "max"), unconverged)
+    assert "in 3 of 10 steps 25 % of the free relaxations did not reach" in text
+    assert 'model.pooling = "avg" or "softmax"' in text
+    assert "even/odd" not in text  # the preset already relaxes even/odd
+    text = advice(conv.set("model.pooling", "avg"), unconverged)
+    assert "max pooling" not in text and "raise the relaxations' max_steps" in text
+    mlp = ep.get_preset("mnist-hep")
+    assert "use an even/odd relaxation" in advice(
+        mlp.set("relaxation.kind", "fixed_point"), unconverged
+    )
+    text = advice(mlp, {})
+    assert "aliasing estimate exceeded error_tolerance" in text and "max_steps" not in text

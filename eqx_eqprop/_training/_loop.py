@@ -241,6 +241,13 @@ def _warn_failed(cfg: TrainConfig, epoch: int, record: dict, steps: int) -> None
         }
         if "fixed_point" in kinds:
             advice.append("use an even/odd relaxation (half the sweeps on a layered network)")
+        pooling = cfg.get("model.pooling")
+        if (pooling.get("kind") if isinstance(pooling, dict) else pooling) == "max":
+            advice.append(
+                'use model.pooling = "avg" or "softmax": max pooling makes the update '
+                "discontinuous, so a relaxation can cycle between window maxima and never "
+                "reach a tolerance"
+            )
     else:
         missed = "the aliasing estimate exceeded error_tolerance"
         advice.append("lower |beta|, raise num_phases or give the estimator a target_error")
