@@ -5,7 +5,9 @@ float64 unless said."""
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import lineax as lx
 import numpy as np
+import optimistix as optx
 import pytest
 
 import eqx_eqprop as ep
@@ -158,3 +160,32 @@ def test_patch_convolution_equals_the_lax_convolution(padding, kernel, monkeypat
     for a, b in zip(outs["patches"], outs["lax"]):
         assert a.shape == b.shape and a.dtype == jnp.complex128
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_a_dense_implicit_adjoint_too_large_for_memory_is_refused():
+    # lineax's default solver materialises each sample's (n, n) state Jacobian: for a
+    # 16-32 MNIST conv net n = 4704, 5.7 GB at batch 64 (it ran out of memory before
+    # this check existed); a matrix-free adjoint is accepted
+    model = ep.EnergyConvNet((28, 28, 1), (16, 32), 10, dtype=jnp.float32, key=jax.random.key(0))
+    x, y = jnp.zeros((64, 28, 28, 1), jnp.float32), jnp.zeros(64, int)
+    with pytest.raises(ValueError, match=r"4704 x 4704 for 64 samples is 5\.3 GiB.*GMRES"):
+        ep.gradient(model, x, y, estimator=ep.ImplicitDifferentiation())
+    from eqx_eqprop._estimators._reference import check_adjoint_fits
+
+    gmres = ep.EvenOddRelaxation(adjoint=optx.ImplicitAdjoint(lx.GMRES(1e-5, 1e-5)))
+    check_adjoint_fits(gmres, model, 64)
+    check_adjoint_fits(ep.EvenOddRelaxation(), model, 2)  # 177 MB: dense is fine
+    normal_cg = optx.ImplicitAdjoint(lx.Normal(lx.CG(1e-5, 1e-5)))
+    check_adjoint_fits(ep.EvenOddRelaxation(adjoint=normal_cg), model, 64)
+
+
+@pytest.mark.parametrize("preset", ["cifar10-bp", "cifar100-bp", "imagenet32-bp"])
+def test_conv_bp_presets_use_a_matrix_free_adjoint(preset):
+    from eqx_eqprop._estimators._reference import check_adjoint_fits
+    from eqx_eqprop.internal import build_model, build_relaxations
+
+    cfg = ep.get_preset(preset)
+    classes = {"cifar10": 10, "cifar100": 100, "imagenet32": 1000}[cfg.get("data.kind")]
+    model = build_model(cfg, (32, 32, 3), classes)
+    free, _ = build_relaxations(cfg)
+    check_adjoint_fits(free, model, cfg.get("data.batch_size"))

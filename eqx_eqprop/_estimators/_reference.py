@@ -5,6 +5,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+import lineax as lx
+import optimistix as optx
 from jaxtyping import PyTree
 
 from .._inference import free_phase, mean_cost
@@ -13,6 +15,36 @@ from .._models import AbstractDynamics, Dynamics
 from .._relaxation import FixedPointRelaxation, relaxation_stats
 from .._results import RESULTS, combine_results
 from ._base import AbstractEstimator, AdjointInfo, GradientInfo
+
+# linear solvers that use only Jacobian-vector products; every other lineax solver
+# materialises the Jacobian
+_MATRIX_FREE = (lx.GMRES, lx.CG, lx.BiCGStab)
+_DENSE_ADJOINT_LIMIT = 2**30  # bytes of the batch's materialised per-sample Jacobians
+
+
+def check_adjoint_fits(relaxation, model, batch: int) -> None:
+    """Trace-time check that the implicit adjoint's linear solve fits in memory: a dense
+    solver (lineax's default) materialises the `(n, n)` Jacobian of each sample's state,
+    which for a conv net's feature maps is gigabytes per sample."""
+    adjoint = getattr(relaxation, "adjoint", None)
+    if not isinstance(adjoint, optx.ImplicitAdjoint):
+        return
+    solver = adjoint.linear_solver
+    while isinstance(solver, lx.Normal):
+        solver = solver.inner_solver
+    if isinstance(solver, _MATRIX_FREE):
+        return
+    leaves = jtu.tree_leaves(model.init_state())
+    n = sum(leaf.size for leaf in leaves)
+    need = batch * n * n * max(leaf.dtype.itemsize for leaf in leaves)
+    if need > _DENSE_ADJOINT_LIMIT:
+        raise ValueError(
+            f"the implicit adjoint's linear solver ({type(adjoint.linear_solver).__name__}) "
+            f"materialises the Jacobian of each sample's state: {n} x {n} for {batch} "
+            f"samples is {need / 2**30:.1f} GiB. Use a matrix-free solver: "
+            "`adjoint=optx.ImplicitAdjoint(lx.GMRES(rtol=1e-6, atol=1e-6))` on the "
+            'relaxation (in a config: relaxation.adjoint = {kind = "gmres"}).'
+        )
 
 
 class ImplicitDifferentiation(AbstractEstimator):
@@ -27,6 +59,7 @@ class ImplicitDifferentiation(AbstractEstimator):
                 "ImplicitDifferentiation needs a deterministic equilibrium; noisy dynamics "
                 "have none. Use an EP estimator, or a relaxation without noise."
             )
+        check_adjoint_fits(relaxation, model, x.shape[0])
 
         def loss_fn(model):
             s, stats = free_phase(model, x, relaxation)
