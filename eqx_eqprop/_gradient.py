@@ -172,6 +172,12 @@ def equilibrium_loss(
     through the equilibrium by the implicit function theorem (the relaxation's
     `ImplicitAdjoint`): the ground truth every estimator is checked against. With noisy
     dynamics (`key` given) it is the loss at the final noisy state, not an equilibrium.
+
+    The relaxation's default adjoint solves densely: it materialises every sample's
+    state Jacobian (`n_state^2` entries each), which a conv net rarely fits in memory.
+    Give conv nets a matrix-free adjoint, e.g. `EvenOddRelaxation(adjoint=
+    optx.ImplicitAdjoint(lx.GMRES(rtol=1e-5, atol=1e-5)))`;
+    `eqx_eqprop.internal.check_adjoint_fits` says in advance whether a dense one fits.
     """
     x, y = check_inputs(model, x, y)
     if relaxation.noisy and key is None:

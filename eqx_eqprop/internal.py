@@ -21,6 +21,7 @@ from ._estimators._ep import (
     circle_factors as circle_factors,
     require_holomorphic as require_holomorphic,
 )
+from ._estimators._reference import check_adjoint_fits as check_adjoint_fits
 from ._inference import (
     check_inputs as check_inputs,
     mean_cost as mean_cost,

@@ -170,7 +170,7 @@ def test_a_dense_implicit_adjoint_too_large_for_memory_is_refused():
     x, y = jnp.zeros((64, 28, 28, 1), jnp.float32), jnp.zeros(64, int)
     with pytest.raises(ValueError, match=r"4704 x 4704 for 64 samples is 5\.3 GiB.*GMRES"):
         ep.gradient(model, x, y, estimator=ep.ImplicitDifferentiation())
-    from eqx_eqprop._estimators._reference import check_adjoint_fits
+    from eqx_eqprop.internal import check_adjoint_fits
 
     gmres = ep.EvenOddRelaxation(adjoint=optx.ImplicitAdjoint(lx.GMRES(1e-5, 1e-5)))
     check_adjoint_fits(gmres, model, 64)
@@ -181,8 +181,7 @@ def test_a_dense_implicit_adjoint_too_large_for_memory_is_refused():
 
 @pytest.mark.parametrize("preset", ["cifar10-bp", "cifar100-bp", "imagenet32-bp"])
 def test_conv_bp_presets_use_a_matrix_free_adjoint(preset):
-    from eqx_eqprop._estimators._reference import check_adjoint_fits
-    from eqx_eqprop.internal import build_model, build_relaxations
+    from eqx_eqprop.internal import build_model, build_relaxations, check_adjoint_fits
 
     cfg = ep.get_preset(preset)
     classes = {"cifar10": 10, "cifar100": 100, "imagenet32": 1000}[cfg.get("data.kind")]
