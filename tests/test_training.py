@@ -354,3 +354,17 @@ def test_end_of_epoch_warning_advice_fits_the_failure():
     )
     text = advice(mlp, {})
     assert "aliasing estimate exceeded error_tolerance" in text and "max_steps" not in text
+
+
+def test_progress_bar_opens_no_bar_after_the_last_epoch():
+    from eqx_eqprop._training._loop import ProgressBar
+
+    cfg = ep.get_preset("mnist-fast").set("loop.epochs", 2)
+    bar = ProgressBar()
+    bar.on_start(cfg, 0, 0, 3)
+    assert bar.bar.desc.endswith("epoch 1/2")
+    bar.on_epoch_end({"epoch": 1}, None)
+    assert bar.bar.desc.endswith("epoch 2/2")
+    bar.on_epoch_end({"epoch": 2}, None)
+    assert bar.bar is None  # was: a bar for "epoch 3/2"
+    bar.on_end()

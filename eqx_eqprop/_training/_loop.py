@@ -127,7 +127,11 @@ class ProgressBar(Hook):
         )
 
     def on_epoch_end(self, record, model):
-        self._open(record["epoch"], 0)
+        if record["epoch"] < self.cfg.loop["epochs"]:
+            self._open(record["epoch"], 0)
+        elif self.bar is not None:  # the last epoch: no bar for an epoch that will not run
+            self.bar.close()
+            self.bar = None
 
     def on_end(self):
         if self.bar is not None:
