@@ -129,13 +129,13 @@ class ProgressBar(Hook):
     def on_epoch_end(self, record, model):
         if record["epoch"] < self.cfg.loop["epochs"]:
             self._open(record["epoch"], 0)
-        elif self.bar is not None:  # the last epoch: no bar for an epoch that will not run
-            self.bar.close()
-            self.bar = None
+        else:  # the last epoch: no bar for an epoch that will not run
+            self.on_end()
 
     def on_end(self):
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
 
 class Printer(Hook):
