@@ -368,3 +368,40 @@ def test_progress_bar_opens_no_bar_after_the_last_epoch():
     bar.on_epoch_end({"epoch": 2}, None)
     assert bar.bar is None  # was: a bar for "epoch 3/2"
     bar.on_end()
+
+
+def test_error_estimate_is_averaged_over_converged_steps_only(tmp_path, digits, capsys):
+    """The aliasing estimate reads DFT_0 - f(0), which a relaxation stopped at its budget
+    spoils: the epoch's estimate comes from the steps whose relaxations all converged,
+    and reads n/a when none did."""
+    from eqx_eqprop._training._loop import Printer
+
+    fixed = run(small(tmp_path, name="fixed", **{"loop.epochs": 1}), digits)["history"][0]
+    assert fixed["converged_steps"] == 1.0 and fixed["error_estimate"] > 0
+    # 3 sweeps cannot reach 1e-9: every step has unconverged relaxations
+    starved = small(
+        tmp_path,
+        name="starved",
+        **{"loop.epochs": 1, "relaxation.rtol": 1e-9, "relaxation.atol": 1e-9},
+    ).set("relaxation.max_steps", 3)
+    with pytest.warns(RuntimeWarning, match="did not reach their tolerance"):
+        record = run(starved, digits)["history"][0]
+    assert record["free_unconverged"] == 1.0
+    assert record["converged_steps"] == 0.0 and "error_estimate" not in record
+    Printer("starved").on_epoch_end(record, None)
+    assert "hEP error est. n/a" in capsys.readouterr().out
+    Printer("fixed").on_epoch_end({**record, **fixed}, None)
+    assert f"hEP error est. {fixed['error_estimate']:.1e}\n" in capsys.readouterr().out
+    Printer("half").on_epoch_end({**fixed, "converged_steps": 0.5}, None)
+    assert "(over the 50 % of steps that converged)" in capsys.readouterr().out
+
+
+def test_summarise_divides_the_error_estimate_by_the_converged_steps():
+    from eqx_eqprop._training._step import summarise
+
+    read = {"count": 4.0, "loss": 8.0, "error_estimate": 0.3, "converged_steps": 3.0}
+    out = summarise(read)
+    assert out["loss"] == 2.0 and out["converged_steps"] == 0.75
+    assert out["error_estimate"] == pytest.approx(0.1)
+    none_converged = {**read, "error_estimate": 0.0, "converged_steps": 0.0}
+    assert "error_estimate" not in summarise(none_converged)

@@ -146,8 +146,13 @@ class Printer(Hook):
 
     def on_epoch_end(self, record, model):
         extra = ""
+        converged = record.get("converged_steps", 1.0)
         if "error_estimate" in record:
             extra = f", hEP error est. {record['error_estimate']:.1e}"
+            if converged < 1.0:
+                extra += f" (over the {100 * converged:.2g} % of steps that converged)"
+        elif "converged_steps" in record:
+            extra = ", hEP error est. n/a (every step had a relaxation stop at its budget)"
         tqdm.write(
             f"{self.name} epoch {record['epoch']:3d}: test top1 {record['test_top1']:.4f}, "
             f"loss {record['test_loss']:.4f}, {record['seconds']:.1f} s{extra}",

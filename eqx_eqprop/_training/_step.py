@@ -83,6 +83,15 @@ def make_train_step(
             "skipped": (~tree_all_finite(grads)).astype(jnp.float32),
             "nonfinite_params": (~finite).astype(jnp.float32),
         }
+        if "error_estimate" in metrics:
+            # the aliasing estimate reads DFT_0 - f(0), where a relaxation stopped at its
+            # budget adds its own error (it read 1e4 on a conv net whose phases all ran
+            # out of sweeps): it is averaged over the steps whose relaxations converged
+            converged = jnp.all(
+                jnp.stack([metrics[k] == 0 for k in metrics if k.endswith("_unconverged")])
+            )
+            metrics["error_estimate"] = jnp.where(converged, metrics["error_estimate"], 0.0)
+            metrics["converged_steps"] = converged
         metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
         new = TrainState(model, opt_state, estimator_state, state.key, state.step + 1)
         return new, metrics
@@ -108,11 +117,17 @@ def accumulate(acc: dict[str, Array], metrics: dict[str, Array]) -> dict[str, Ar
 
 
 def summarise(read: dict[str, float]) -> dict[str, float]:
-    """Means (sums over the count) and maxima from an accumulator read to the host."""
+    """Means (sums over the count) and maxima from an accumulator read to the host.
+    `error_estimate` is the mean over the steps whose relaxations all converged
+    (`converged_steps`, their fraction), and absent when there were none."""
     n = max(read["count"], 1.0)
-    return {k: (v if k.endswith("_max") else v / n) for k, v in read.items() if k != "count"} | {
-        "count": read["count"]
-    }
+    out = {k: (v if k.endswith("_max") else v / n) for k, v in read.items() if k != "count"}
+    if "converged_steps" in read and "error_estimate" in read:
+        if read["converged_steps"] > 0:
+            out["error_estimate"] = read["error_estimate"] / read["converged_steps"]
+        else:
+            del out["error_estimate"]
+    return out | {"count": read["count"]}
 
 
 def make_eval_step(relaxation: AbstractRelaxation, cost: AbstractCost):
