@@ -84,6 +84,8 @@ def test_smoke_training_lowers_the_loss(tmp_path, digits):
         "radius",
     }
     assert history[0]["free_steps"] == 20 and history[0]["nudged_steps_max"] == 8
+    # fixed-step relaxations have no tolerance to miss: every step counts as converged
+    assert history[0]["converged_steps"] == 1.0 and history[0]["error_estimate"] > 0
 
 
 def test_killed_and_resumed_run_is_bit_identical(tmp_path, digits):
@@ -109,6 +111,7 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path, digits):
     assert [strip(h) for h in whole["history"]] == [strip(h) for h in resumed["history"]]
 
 
+@pytest.mark.slow  # about a minute: three compiled runs; the plain resume test stays default
 def test_killed_and_resumed_noisy_run_is_bit_identical(tmp_path, digits):
     # noisy dynamics draw from per-step keys: those must resume exactly too
     changes = {"relaxation.noise": 0.04, "nudged_relaxation.noise": 0.04, "loop.epochs": 1}
@@ -376,8 +379,7 @@ def test_error_estimate_is_averaged_over_converged_steps_only(tmp_path, digits, 
     and reads n/a when none did."""
     from eqx_eqprop._training._loop import Printer
 
-    fixed = run(small(tmp_path, name="fixed", **{"loop.epochs": 1}), digits)["history"][0]
-    assert fixed["converged_steps"] == 1.0 and fixed["error_estimate"] > 0
+    # (the smoke test checks that fixed-step relaxations count as converged)
     # 3 sweeps cannot reach 1e-9: every step has unconverged relaxations
     starved = small(
         tmp_path,
@@ -390,9 +392,10 @@ def test_error_estimate_is_averaged_over_converged_steps_only(tmp_path, digits, 
     assert record["converged_steps"] == 0.0 and "error_estimate" not in record
     Printer("starved").on_epoch_end(record, None)
     assert "hEP error est. n/a" in capsys.readouterr().out
-    Printer("fixed").on_epoch_end({**record, **fixed}, None)
-    assert f"hEP error est. {fixed['error_estimate']:.1e}\n" in capsys.readouterr().out
-    Printer("half").on_epoch_end({**fixed, "converged_steps": 0.5}, None)
+    converged = {**record, "error_estimate": 0.0123, "converged_steps": 1.0}
+    Printer("converged").on_epoch_end(converged, None)
+    assert "hEP error est. 1.2e-02\n" in capsys.readouterr().out
+    Printer("half").on_epoch_end({**converged, "converged_steps": 0.5}, None)
     assert "(over the 50 % of steps that converged)" in capsys.readouterr().out
 
 
