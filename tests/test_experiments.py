@@ -68,3 +68,39 @@ def test_figure_script_smoke(name, tmp_path, monkeypatch):
     png, record = tmp_path / f"{name}.png", tmp_path / f"{name}.json"
     assert png.stat().st_size > 10_000  # a real figure, not an empty canvas
     assert json.loads(record.read_text())["command"].startswith("python")
+
+
+@pytest.mark.filterwarnings("ignore:.*failed_steps and:RuntimeWarning")
+def test_checkpoint_gradient_measures_a_trained_runs_gradient(tmp_path, capsys):
+    """A tiny trained run: its converged hEP gradient is off the float64 implicit one by
+    about hEP's own aliasing estimate (N = 4 at |beta| = 0.4, within the documented factor
+    5), and the training setting's float32 gradient points the same way."""
+    import eqx_eqprop as ep
+    from eqx_eqprop.internal import load_digits
+
+    relax = {"kind": "even_odd", "rtol": 1e-3, "atol": 1e-3}
+    cfg = ep.TrainConfig(
+        {
+            "name": "tiny",
+            "data": {"kind": "digits", "batch_size": 64, "eval_batch_size": 400},
+            "model": {"kind": "mlp", "hidden": [16, 12]},
+            "estimator": {"kind": "hep", "beta": 0.4, "num_phases": 4},
+            "relaxation": {**relax, "max_steps": 20},
+            "nudged_relaxation": {**relax, "max_steps": 8},
+            "optimizer": {"kind": "sgd", "lr": 0.1},
+            "loop": {"epochs": 1, "checkpoint_every": 100, "out_dir": str(tmp_path / "{name}")},
+        }
+    )
+    ep.train(cfg, data=load_digits(), progress=False, verbose=False)
+    module = load("checkpoint_gradient")
+    out = tmp_path / "check.json"
+    record = module.main([str(tmp_path / "tiny"), "--batch", "8", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(capsys.readouterr().out)
+    assert record["reference_unconverged"] == 0 and record["slow_samples"] == 0
+    converged = record["converged_relaxations"]
+    ratio = converged["relative_error"] / converged["error_estimate"]
+    assert 0.2 <= ratio <= 5, record
+    assert record["training_setting"]["dtype"] == "float32"
+    assert record["training_setting"]["cosine"] > 0.95, record
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        module.main([str(tmp_path)])

@@ -1,0 +1,181 @@
+"""How exact is a trained run's gradient? The run's estimator with the run's relaxations
+and dtype (the gradient training used), and the same estimator with converged
+relaxations in float64, each against the implicit gradient in float64 (free phase to
+1e-10, GMRES adjoint), on a batch of training images at a checkpoint of any run.
+
+The two numbers separate the error of the relaxation budget (training setting against
+converged) from the estimator's own bias (converged against implicit: the aliasing of N
+phases on a circle |beta|). Slow samples, those the reference needs more than a fifth of
+its sweeps for, are counted, since near-critical equilibria are where both grow.
+
+    python experiments/checkpoint_gradient.py runs/mnist-conv-hep --batch 64
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import time
+import warnings
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import lineax as lx
+import numpy as np
+import optimistix as optx
+
+import eqx_eqprop as ep
+from eqx_eqprop.internal import (
+    as_model_input,
+    build_cost,
+    build_data,
+    build_estimator,
+    build_relaxations,
+)
+
+
+def converged(relaxation, max_steps: int, tol: float):
+    """The run's relaxation, run to `tol` within `max_steps`, without noise, with a
+    GMRES adjoint (no dense Jacobian, so conv nets fit); an ODE or other relaxation is
+    replaced by even/odd sweeps (every layered model has them) or fixed-point ones."""
+    adjoint = optx.ImplicitAdjoint(lx.GMRES(tol, tol, max_steps=max_steps))
+    if isinstance(relaxation, ep.EvenOddRelaxation | ep.FixedPointRelaxation):
+        changes = {"max_steps": max_steps, "rtol": tol, "atol": tol, "adjoint": adjoint}
+        if hasattr(relaxation, "noise"):
+            changes["noise"] = 0.0
+        return dataclasses.replace(relaxation, **changes)
+    return ep.FixedPointRelaxation(max_steps, tol, tol, adjoint=adjoint)
+
+
+def missed(stats) -> np.ndarray:
+    """Which relaxations ended without meeting their tolerance."""
+    return np.asarray(stats.result != ep.RESULTS.successful)
+
+
+def flat(tree) -> jax.Array:
+    leaves = jax.tree_util.tree_leaves(eqx.filter(tree, eqx.is_inexact_array))
+    return jnp.concatenate([jnp.ravel(v).astype(jnp.float64) for v in leaves])
+
+
+def compare(estimate, truth) -> dict:
+    a, b = flat(estimate), flat(truth)
+    return {
+        "cosine": float(a @ b / (jnp.linalg.norm(a) * jnp.linalg.norm(b))),
+        "relative_error": float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b)),
+    }
+
+
+def check(run_dir, batch=64, data_dir=None, max_steps=5000, tol=1e-10, seed=0) -> dict:
+    jax.config.update("jax_enable_x64", True)  # the reference is float64
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.exists():
+        raise FileNotFoundError(f"{run_dir} holds no config.json: not a run directory?")
+    cfg = ep.TrainConfig(json.loads(config_path.read_text()))
+    if data_dir is not None:
+        cfg = cfg.set("data.data_dir", data_dir)
+    model = ep.load_trained_model(run_dir)
+    data = build_data(cfg)
+    if batch > len(data.x_train):
+        raise ValueError(f"--batch {batch}: the training split has {len(data.x_train)} images.")
+    idx = np.random.default_rng(seed).choice(len(data.x_train), batch, replace=False)
+    x = as_model_input(model, data.preprocess(data.x_train[idx]))
+    y = jnp.asarray(data.y_train[idx])
+    estimator, cost = build_estimator(cfg), build_cost(cfg)
+    free, nudged = build_relaxations(cfg)
+    model64 = jax.tree_util.tree_map(
+        lambda v: v.astype(jnp.float64) if eqx.is_inexact_array(v) else v, model
+    )
+    x64 = jnp.asarray(x, jnp.float64)
+    tight = converged(free, max_steps, tol)
+    key = jax.random.key(seed)
+
+    start = time.perf_counter()
+    truth, info = ep.gradient(
+        model64,
+        x64,
+        y,
+        estimator=ep.ImplicitDifferentiation(),
+        relaxation=tight,
+        cost=cost,
+        throw=False,
+    )
+    steps = np.asarray(info.free_stats.steps)
+    record = {
+        "run": str(run_dir),
+        "batch": batch,
+        "estimator": json.loads(json.dumps(dict(cfg.estimator), default=str)),
+        "reference": f"implicit differentiation, float64, free phase to {tol:g} within "
+        f"{max_steps} sweeps, GMRES adjoint",
+        "reference_unconverged": int(np.sum(missed(info.free_stats))),
+        "slow_samples": int(np.sum(steps > max_steps // 5)),
+        "reference_sweeps_median": float(np.median(steps)),
+        "reference_sweeps_max": int(steps.max()),
+    }
+    with warnings.catch_warnings():  # unconverged relaxations are counted below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        g, info = ep.gradient(
+            model,
+            jnp.asarray(x),
+            y,
+            estimator=estimator,
+            relaxation=free,
+            nudged_relaxation=nudged,
+            cost=cost,
+            key=key,
+            throw=False,
+        )
+    record["training_setting"] = {
+        **compare(g, truth),
+        "dtype": str(jnp.asarray(x).dtype),
+        "free_unconverged": float(np.mean(missed(info.free_stats))),
+    }
+    if hasattr(info, "nudged_stats"):
+        record["training_setting"]["nudged_unconverged"] = float(np.mean(missed(info.nudged_stats)))
+    g, info = ep.gradient(
+        model64,
+        x64,
+        y,
+        estimator=estimator,
+        relaxation=tight,
+        nudged_relaxation=converged(nudged, max_steps, tol),
+        cost=cost,
+        key=key,
+        throw=False,
+    )
+    record["converged_relaxations"] = {**compare(g, truth), "dtype": "float64"}
+    if getattr(info, "error_estimate", None) is not None:
+        record["converged_relaxations"]["error_estimate"] = float(info.error_estimate)
+    record["seconds"] = round(time.perf_counter() - start, 1)
+    record["machine"] = (
+        f"{platform.machine()}, {os.cpu_count()} CPU cores, JAX {jax.__version__} "
+        f"({jax.default_backend()})"
+    )
+    return record
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run_dir", help="a run directory of eqprop-train (config.json, checkpoint)")
+    p.add_argument("--batch", type=int, default=64, help="training images (default 64)")
+    p.add_argument("--data-dir", default=None, help="where the run's data is, if moved")
+    p.add_argument("--max-steps", type=int, default=5000, help="sweeps of the reference")
+    p.add_argument("--tol", type=float, default=1e-10, help="tolerance of the reference")
+    p.add_argument("--seed", type=int, default=0, help="which training images")
+    p.add_argument("--out", default=None, help="also write the JSON to this file")
+    args = p.parse_args(argv)
+    record = check(args.run_dir, args.batch, args.data_dir, args.max_steps, args.tol, args.seed)
+    text = json.dumps(record, indent=1)
+    print(text)
+    if args.out:
+        tmp = Path(args.out).with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, args.out)
+    return record
+
+
+if __name__ == "__main__":
+    main()
