@@ -5,10 +5,13 @@ relaxations in float64, each against the implicit gradient in float64 (free phas
 
 The two numbers separate the error of the relaxation budget (training setting against
 converged) from the estimator's own bias (converged against implicit: the aliasing of N
-phases on a circle |beta|). Slow samples, those the reference needs more than a fifth of
-its sweeps for, are counted, since near-critical equilibria are where both grow.
+phases on a circle |beta|). `--settings` measures further budgets and tolerances, to
+find the cheapest that keeps the gradient exact. Slow samples, those the reference needs
+more than a fifth of its sweeps for, are counted: near-critical equilibria are where
+both errors grow.
 
-    python experiments/checkpoint_gradient.py runs/mnist-conv-hep --batch 64
+    python experiments/checkpoint_gradient.py runs/mnist-conv-hep --batch 64 \
+        --settings 100/30/1e-4/1e-6 300/100/1e-5
 """
 
 import argparse
@@ -68,8 +71,24 @@ def compare(estimate, truth) -> dict:
     }
 
 
-def check(run_dir, batch=64, data_dir=None, max_steps=5000, tol=1e-10, seed=0) -> dict:
+def parse_setting(text: str) -> tuple[int, int, float, float]:
+    """`FREE/NUDGED/TOL` or `FREE/NUDGED/FREE_TOL/NUDGED_TOL`: budgets in sweeps and
+    tolerances (rtol = atol) of the free and nudged relaxations."""
+    parts = text.split("/")
+    if len(parts) not in (3, 4):
+        raise ValueError(
+            f"setting {text!r}: write FREE/NUDGED/TOL or FREE/NUDGED/FREE_TOL/NUDGED_TOL, "
+            "e.g. 100/30/1e-4/1e-6."
+        )
+    tols = [float(t) for t in parts[2:]]
+    return int(parts[0]), int(parts[1]), tols[0], tols[-1]
+
+
+def check(run_dir, batch=64, data_dir=None, max_steps=5000, tol=1e-10, seed=0, settings=()) -> dict:
+    """The JSON record of the script (see its docstring); `settings` are further
+    relaxation settings (`parse_setting`) to measure the run's estimator with."""
     jax.config.update("jax_enable_x64", True)  # the reference is float64
+    parsed = {text: parse_setting(text) for text in settings}  # bad ones fail first
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
     if not config_path.exists():
@@ -115,38 +134,51 @@ def check(run_dir, batch=64, data_dir=None, max_steps=5000, tol=1e-10, seed=0) -
         "reference_sweeps_median": float(np.median(steps)),
         "reference_sweeps_max": int(steps.max()),
     }
-    with warnings.catch_warnings():  # unconverged relaxations are counted below
-        warnings.simplefilter("ignore", RuntimeWarning)
-        g, info = ep.gradient(
+
+    def measure(m, xs, relaxation, nudged_relaxation) -> tuple[dict, object]:
+        with warnings.catch_warnings():  # unconverged relaxations are counted instead
+            warnings.simplefilter("ignore", RuntimeWarning)
+            g, info = ep.gradient(
+                m,
+                xs,
+                y,
+                estimator=estimator,
+                relaxation=relaxation,
+                nudged_relaxation=nudged_relaxation,
+                cost=cost,
+                key=key,
+                throw=False,
+            )
+        out = {
+            **compare(g, truth),
+            "dtype": str(xs.dtype),
+            "free_sweeps_mean": float(np.mean(info.free_stats.steps)),
+            "free_unconverged": float(np.mean(missed(info.free_stats))),
+        }
+        if hasattr(info, "nudged_stats"):
+            out["nudged_sweeps_mean"] = float(np.mean(info.nudged_stats.steps))
+            out["nudged_unconverged"] = float(np.mean(missed(info.nudged_stats)))
+        return out, info
+
+    record["training_setting"], _ = measure(model, jnp.asarray(x), free, nudged)
+    discrete = ep.EvenOddRelaxation | ep.FixedPointRelaxation
+    if parsed and not (isinstance(free, discrete) and isinstance(nudged, discrete)):
+        raise ValueError(
+            "--settings set sweeps and tolerances of fixed-point or even/odd relaxations; "
+            f"this run relaxes with {type(free).__name__} and {type(nudged).__name__}."
+        )
+    for text, (f_steps, n_steps, f_tol, n_tol) in parsed.items():
+        change = {"max_steps": f_steps, "rtol": f_tol, "atol": f_tol}
+        nudged_change = {"max_steps": n_steps, "rtol": n_tol, "atol": n_tol}
+        record.setdefault("settings", {})[text], _ = measure(
             model,
             jnp.asarray(x),
-            y,
-            estimator=estimator,
-            relaxation=free,
-            nudged_relaxation=nudged,
-            cost=cost,
-            key=key,
-            throw=False,
+            dataclasses.replace(free, **change),
+            dataclasses.replace(nudged, **nudged_change),
         )
-    record["training_setting"] = {
-        **compare(g, truth),
-        "dtype": str(jnp.asarray(x).dtype),
-        "free_unconverged": float(np.mean(missed(info.free_stats))),
-    }
-    if hasattr(info, "nudged_stats"):
-        record["training_setting"]["nudged_unconverged"] = float(np.mean(missed(info.nudged_stats)))
-    g, info = ep.gradient(
-        model64,
-        x64,
-        y,
-        estimator=estimator,
-        relaxation=tight,
-        nudged_relaxation=converged(nudged, max_steps, tol),
-        cost=cost,
-        key=key,
-        throw=False,
+    record["converged_relaxations"], info = measure(
+        model64, x64, tight, converged(nudged, max_steps, tol)
     )
-    record["converged_relaxations"] = {**compare(g, truth), "dtype": "float64"}
     if getattr(info, "error_estimate", None) is not None:
         record["converged_relaxations"]["error_estimate"] = float(info.error_estimate)
     record["seconds"] = round(time.perf_counter() - start, 1)
@@ -165,9 +197,18 @@ def main(argv=None):
     p.add_argument("--max-steps", type=int, default=5000, help="sweeps of the reference")
     p.add_argument("--tol", type=float, default=1e-10, help="tolerance of the reference")
     p.add_argument("--seed", type=int, default=0, help="which training images")
+    p.add_argument(
+        "--settings",
+        nargs="*",
+        default=[],
+        help="more relaxation settings to measure, FREE/NUDGED/TOL or "
+        "FREE/NUDGED/FREE_TOL/NUDGED_TOL (sweeps and tolerances), e.g. 100/30/1e-4/1e-6",
+    )
     p.add_argument("--out", default=None, help="also write the JSON to this file")
     args = p.parse_args(argv)
-    record = check(args.run_dir, args.batch, args.data_dir, args.max_steps, args.tol, args.seed)
+    record = check(
+        args.run_dir, args.batch, args.data_dir, args.max_steps, args.tol, args.seed, args.settings
+    )
     text = json.dumps(record, indent=1)
     print(text)
     if args.out:

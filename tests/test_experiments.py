@@ -94,7 +94,11 @@ def test_checkpoint_gradient_measures_a_trained_runs_gradient(tmp_path, capsys):
     ep.train(cfg, data=load_digits(), progress=False, verbose=False)
     module = load("checkpoint_gradient")
     out = tmp_path / "check.json"
-    record = module.main([str(tmp_path / "tiny"), "--batch", "8", "--out", str(out)])
+    run_dir = str(tmp_path / "tiny")
+    with pytest.raises(ValueError, match="FREE/NUDGED/TOL"):
+        module.main([run_dir, "--settings", "100/30"])
+    argv = [run_dir, "--batch", "8", "--settings", "200/100/1e-9", "--out", str(out)]
+    record = module.main(argv)
     assert json.loads(out.read_text()) == json.loads(capsys.readouterr().out)
     assert record["reference_unconverged"] == 0 and record["slow_samples"] == 0
     converged = record["converged_relaxations"]
@@ -102,5 +106,9 @@ def test_checkpoint_gradient_measures_a_trained_runs_gradient(tmp_path, capsys):
     assert 0.2 <= ratio <= 5, record
     assert record["training_setting"]["dtype"] == "float32"
     assert record["training_setting"]["cosine"] > 0.95, record
+    # a tight setting in float32 is the converged float64 one up to float32 rounding
+    tight = record["settings"]["200/100/1e-9"]
+    assert tight["dtype"] == "float32" and tight["free_sweeps_mean"] > 20
+    assert abs(tight["relative_error"] - converged["relative_error"]) < 1e-3, record
     with pytest.raises(FileNotFoundError, match="no config.json"):
         module.main([str(tmp_path)])
