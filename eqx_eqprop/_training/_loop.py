@@ -243,7 +243,11 @@ def _warn_failed(cfg: TrainConfig, epoch: int, record: dict, steps: int) -> None
             parts.append(f"{100 * fraction:.2g} % of the {phase} relaxations")
     if parts:
         missed = " and ".join(parts) + " did not reach their tolerance"
-        advice.append("raise the relaxations' max_steps or loosen rtol/atol")
+        advice.append(
+            "raise the relaxations' max_steps (a looser rtol/atol silences this warning but "
+            "can leave the gradient inexact; `python experiments/checkpoint_gradient.py "
+            "RUN_DIR` measures how far it is from the true one)"
+        )
         kinds = {
             getattr(cfg, section, None) and getattr(cfg, section).get("kind")
             for section in ("relaxation", "nudged_relaxation")
