@@ -39,6 +39,8 @@ from eqx_eqprop.internal import (
     build_relaxations,
 )
 
+from _util import compare  # the figure scripts' cosine and relative error (float64)
+
 
 def converged(relaxation, max_steps: int, tol: float):
     """The run's relaxation, run to `tol` within `max_steps`, without noise, with a
@@ -56,19 +58,6 @@ def converged(relaxation, max_steps: int, tol: float):
 def missed(stats) -> np.ndarray:
     """Which relaxations ended without meeting their tolerance."""
     return np.asarray(stats.result != ep.RESULTS.successful)
-
-
-def flat(tree) -> jax.Array:
-    leaves = jax.tree_util.tree_leaves(eqx.filter(tree, eqx.is_inexact_array))
-    return jnp.concatenate([jnp.ravel(v).astype(jnp.float64) for v in leaves])
-
-
-def compare(estimate, truth) -> dict:
-    a, b = flat(estimate), flat(truth)
-    return {
-        "cosine": float(a @ b / (jnp.linalg.norm(a) * jnp.linalg.norm(b))),
-        "relative_error": float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b)),
-    }
 
 
 def parse_setting(text: str) -> tuple[int, int, float, float]:

@@ -71,7 +71,7 @@ def test_figure_script_smoke(name, tmp_path, monkeypatch):
 
 
 @pytest.mark.filterwarnings("ignore:.*failed_steps and:RuntimeWarning")
-def test_checkpoint_gradient_measures_a_trained_runs_gradient(tmp_path, capsys):
+def test_checkpoint_gradient_measures_a_trained_runs_gradient(tmp_path, capsys, monkeypatch):
     """A tiny trained run: its converged hEP gradient is off the float64 implicit one by
     about hEP's own aliasing estimate (N = 4 at |beta| = 0.4, within the documented factor
     5), and the training setting's float32 gradient points the same way."""
@@ -92,6 +92,7 @@ def test_checkpoint_gradient_measures_a_trained_runs_gradient(tmp_path, capsys):
         }
     )
     ep.train(cfg, data=load_digits(), progress=False, verbose=False)
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
     module = load("checkpoint_gradient")
     out = tmp_path / "check.json"
     run_dir = str(tmp_path / "tiny")
