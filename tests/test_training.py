@@ -10,6 +10,7 @@ import pytest
 
 import eqx_eqprop as ep
 from eqx_eqprop.internal import (
+    build_estimator,
     build_model,
     build_optimizer,
     build_relaxations,
@@ -409,3 +410,39 @@ def test_summarise_divides_the_error_estimate_by_the_converged_steps():
     assert out["error_estimate"] == pytest.approx(0.1)
     none_converged = {**read, "error_estimate": 0.0, "converged_steps": 0.0}
     assert "error_estimate" not in summarise(none_converged)
+
+
+# image shape and classes of each dataset kind, as its loader yields them (NHWC)
+_DATA_SHAPES = {
+    "digits": ((8, 8, 1), 10),
+    "mnist": ((28, 28, 1), 10),
+    "fashion_mnist": ((28, 28, 1), 10),
+    "cifar10": ((32, 32, 3), 10),
+    "cifar100": ((32, 32, 3), 100),
+    "imagenet32": ((32, 32, 3), 1000),
+}
+
+
+@pytest.mark.parametrize("name", ep.preset_names())
+def test_every_preset_builds_its_run(name):
+    # a preset is only checked when someone trains it; this builds each part of its run
+    # (the model on its dataset's image shape, estimator, relaxations, optimiser) and
+    # traces one relaxation step and the readout on abstract inputs, so a preset that names an
+    # unknown key or a conv stack its images cannot feed fails here
+    cfg = ep.get_preset(name)
+    shape, classes = _DATA_SHAPES[cfg.data["kind"]]
+    model = build_model(cfg, shape, classes)
+    build_estimator(cfg)
+    build_relaxations(cfg)
+    opt = build_optimizer(cfg, model, steps_per_epoch=10)
+    jax.eval_shape(opt.init, eqx.filter(model, eqx.is_inexact_array))
+    assert np.prod(model.input_shape) == np.prod(shape)
+
+    def one_step(model, x):
+        s = model.update(model.init_state(), model.drive(x))
+        return s, model.readout(s)
+
+    x = jax.ShapeDtypeStruct(model.input_shape, model.dtype)
+    s, logits = jax.eval_shape(one_step, model, x)
+    assert jax.tree.structure(s) == jax.tree.structure(model.init_state())
+    assert logits.shape == (classes,)
