@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Inexact
 
+from ._checks import check_real
+
 
 class AbstractActivation(eqx.Module):
     """Elementwise activation `sigma`. Subclasses set `holomorphic`."""
@@ -39,6 +41,10 @@ class Sigmoid(AbstractActivation):
     gain: float = eqx.field(static=True, default=4.0)
     center: float = eqx.field(static=True, default=0.5)
 
+    def __check_init__(self):
+        check_real(self.gain, "gain", minimum=0.0, strict=True, owner="Sigmoid")
+        check_real(self.center, "center", owner="Sigmoid")
+
     def __call__(self, z):
         return _logistic(self.gain * (z - self.center))
 
@@ -57,8 +63,8 @@ class SmoothClip(AbstractActivation):
     sharpness: float = eqx.field(static=True, default=1.0)
 
     def __check_init__(self):
-        if not self.width > 0 or not self.sharpness > 0:
-            raise ValueError("SmoothClip needs width > 0 and sharpness > 0.")
+        check_real(self.width, "width", minimum=0.0, strict=True, owner="SmoothClip")
+        check_real(self.sharpness, "sharpness", minimum=0.0, strict=True, owner="SmoothClip")
 
     def __call__(self, z):
         a, w = self.sharpness, self.width

@@ -138,20 +138,37 @@ def _find(directory: Path, stem: str) -> Path:
     )
 
 
+def _present_idx_files(directory: Path) -> dict[str, bool]:
+    return {
+        stem: any(
+            (directory / n).exists() for n in (stem + ".gz", stem, stem.replace("-idx", ".idx"))
+        )
+        for stem in _IDX_FILES.values()
+    }
+
+
 def has_idx_files(directory: str | os.PathLike | None) -> bool:
     if directory is None:
         return False
-    directory = Path(directory)
-    return all(any((directory / n).exists() for n in (s, s + ".gz")) for s in _IDX_FILES.values())
+    return all(_present_idx_files(Path(directory)).values())
 
 
-def load_idx_directory(directory: str | os.PathLike, name: str = "mnist") -> Dataset:
+# the classes each IDX data set declares (labels outside them are corrupt data)
+IDX_CLASSES = {"mnist": 10, "fashion_mnist": 10}
+
+
+def load_idx_directory(
+    directory: str | os.PathLike, name: str = "mnist", num_classes: int | None = None
+) -> Dataset:
     """MNIST or Fashion-MNIST from their four IDX files (official 60k/10k split), kept
-    as uint8 `(n, 28, 28, 1)`; batches are pixels / 255."""
+    as uint8 `(n, 28, 28, 1)`; batches are pixels / 255. Labels must lie in
+    `[0, num_classes)` (default: the classes `name` declares, 10 for both; the largest
+    label + 1 for other names): a corrupted label byte is an error naming the file."""
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"--data-dir {directory} is not a directory.")
-    arrays = {k: read_idx(_find(directory, v)) for k, v in _IDX_FILES.items()}
+    paths = {k: _find(directory, v) for k, v in _IDX_FILES.items()}
+    arrays = {k: read_idx(path) for k, path in paths.items()}
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
@@ -159,13 +176,28 @@ def load_idx_directory(directory: str | os.PathLike, name: str = "mnist") -> Dat
                 f"{directory}: {split} images {x.shape} and labels {y.shape} do not match "
                 "(expected (n, rows, cols) images and (n,) labels)."
             )
+        if x.dtype != np.uint8 or not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(
+                f"{paths[f'x_{split}'].name}, {paths[f'y_{split}'].name}: expected uint8 "
+                f"images and integer labels, got {x.dtype} and {y.dtype}."
+            )
+    classes = num_classes or IDX_CLASSES.get(name) or int(arrays["y_train"].max()) + 1
+    for key in ("y_train", "y_test"):
+        y = arrays[key]
+        bad = np.flatnonzero((y < 0) | (y >= classes))
+        if bad.size:
+            raise ValueError(
+                f"{paths[key]}: label {int(y[bad[0]])} at index {int(bad[0])} lies outside "
+                f"the {classes} classes of {name} ({bad.size} such labels): the file is "
+                "corrupt; replace it with the official one."
+            )
     return Dataset(
         name,
         arrays["x_train"][..., None],
         arrays["y_train"].astype(np.int32),
         arrays["x_test"][..., None],
         arrays["y_test"].astype(np.int32),
-        int(arrays["y_train"].max()) + 1,
+        classes,
         pixel_max=255.0,
     )
 
@@ -268,14 +300,43 @@ def _causes(e: BaseException):
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
     """`digits` (embedded), or a TFDS name; for `mnist` and `fashion_mnist` a `data_dir`
-    holding IDX files is read directly (offline)."""
+    holding IDX files is read directly (offline).
+
+    A given `data_dir` is only read: it must exist and hold either the four IDX files
+    (MNIST and Fashion-MNIST) or the dataset prepared by TFDS; nothing is downloaded into
+    it, and a missing file or directory is named at once. Without `data_dir`, TFDS
+    loads (and downloads, if online) into its default directory."""
     if name == "digits":
         return load_digits()
     if name not in TFDS_DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}.")
-    if name in ("mnist", "fashion_mnist") and has_idx_files(data_dir):
-        return load_idx_directory(data_dir, name)
-    return load_tfds(name, data_dir)
+    if data_dir is None:
+        return load_tfds(name)
+    directory = Path(data_dir)
+    if not directory.is_dir():
+        what = "is a file, not a directory" if directory.exists() else "does not exist"
+        raise FileNotFoundError(f"data directory {directory} {what} (data.data_dir, --data-dir).")
+    tfds_dir = directory / TFDS_DATASETS[name][0]
+    if name in IDX_CLASSES:
+        present = _present_idx_files(directory)
+        if all(present.values()):
+            return load_idx_directory(directory, name)
+        if any(present.values()) or not tfds_dir.is_dir():
+            missing = [f"{stem}.gz" for stem, here in present.items() if not here]
+            raise FileNotFoundError(
+                f"{directory} is missing the IDX file(s) {', '.join(missing)} "
+                f"(gzipped or not) for {name}, and holds no TFDS-prepared {name} "
+                f"({tfds_dir}). Put the four official files there, e.g. from "
+                "../shared/data/mnist."
+            )
+    elif not tfds_dir.is_dir():
+        raise FileNotFoundError(
+            f"{directory} holds no TFDS-prepared {name} ({tfds_dir} does not exist). Run "
+            f"`tfds build {TFDS_DATASETS[name][0]} --file_format=array_record` on a machine "
+            "online and copy its data_dir, or leave out data_dir to load (and download) "
+            "into TFDS's default directory."
+        )
+    return load_tfds(name, directory, download=False)
 
 
 # --------------------------------------------------------------------------- batches

@@ -41,6 +41,40 @@ def check_strategies(estimator, relaxation, nudged_relaxation, cost) -> None:
         raise TypeError(f"cost must be an AbstractCost, got {cost!r}.")
 
 
+def _leaf_spec(v):
+    if eqx.is_array(v) or isinstance(v, jax.ShapeDtypeStruct):
+        return tuple(v.shape), jnp.dtype(v.dtype)
+    return tuple(jnp.shape(v)), None  # a Python number: any dtype goes
+
+
+def check_estimator_state(estimator, model, x, y, state) -> None:
+    """At trace time: `state` has the structure, shapes and dtypes of
+    `estimator.init(model, x, y)` (a state from another estimator, model or batch size
+    would otherwise fail later, under a misleading message)."""
+    expected = eqx.filter_eval_shape(estimator.init, model, x, y)
+    same = jtu.tree_structure(expected) == jtu.tree_structure(state)
+    if same:
+        for want, got in zip(jtu.tree_leaves(expected), jtu.tree_leaves(state)):
+            (shape, dtype), (got_shape, got_dtype) = _leaf_spec(want), _leaf_spec(got)
+            same &= shape == got_shape and (got_dtype is None or got_dtype == dtype)
+    if not same:
+        raise ValueError(
+            f"the estimator state does not match {type(estimator).__name__}.init(model, x, y): "
+            f"expected {_show(expected)}, got {_show(state)}. Start from "
+            "`state = estimator.init(model, x, y)` and pass on the state each "
+            "gradient_step returns, with the same estimator and model."
+        )
+
+
+def _show(tree) -> str:
+    def leaf(v):
+        if eqx.is_array(v) or isinstance(v, jax.ShapeDtypeStruct):
+            return f"{jnp.dtype(v.dtype).name}{list(v.shape)}"
+        return repr(v)
+
+    return str(jtu.tree_map(leaf, tree)) if tree is not None else "None"
+
+
 def estimate(
     model, x, y, state, *, estimator, relaxation, nudged_relaxation, cost, key, runtime_checks
 ):
@@ -49,6 +83,7 @@ def estimate(
     nudged_relaxation = relaxation if nudged_relaxation is None else nudged_relaxation
     check_strategies(estimator, relaxation, nudged_relaxation, cost)
     x, y = check_inputs(model, x, y, runtime=runtime_checks)
+    check_estimator_state(estimator, model, x, y, state)
     noisy = relaxation.noisy or nudged_relaxation.noisy
     if noisy and key is None:
         raise ValueError("This relaxation has noisy dynamics: pass key=jax.random.key(...).")
@@ -208,6 +243,13 @@ def nudged_phase(
     `vmap` it over `beta` for phase portraits and stability maps."""
     x, y = check_inputs(model, x, y)
     beta = jnp.asarray(beta)
+    if beta.shape != () or not jnp.issubdtype(beta.dtype, jnp.number):
+        raise TypeError(f"nudged_phase: beta must be a real or complex scalar, got {beta!r}.")
+    beta = eqx.error_if(
+        beta,
+        ~jnp.isfinite(beta),
+        "nudged_phase: beta is NaN or infinite; give a finite real or complex nudge.",
+    )
     dtype = complex_dtype(model.dtype) if jnp.iscomplexobj(beta) else model.dtype
     beta = beta.astype(dtype)
     if start is None:
@@ -231,5 +273,16 @@ def predict(
         raise ValueError(
             f"x must have shape ('batch', {', '.join(map(str, model.input_shape))}), got {x.shape}."
         )
-    s, stats = free_phase(model, x.astype(model.dtype), relaxation, key)
+    if jnp.iscomplexobj(x):
+        raise TypeError("x must be real; only the states become complex under a nudge.")
+    if not isinstance(relaxation, AbstractRelaxation):
+        raise TypeError(f"relaxation must be an AbstractRelaxation, got {relaxation!r}.")
+    if relaxation.noisy and key is None:
+        raise ValueError("This relaxation has noisy dynamics: pass key=jax.random.key(...).")
+    x = eqx.error_if(
+        x.astype(model.dtype),
+        jnp.any(~jnp.isfinite(x)),
+        "x contains NaN or inf values; clean the input data.",
+    )
+    s, stats = free_phase(model, x, relaxation, key)
     return jax.vmap(model.readout)(s), stats

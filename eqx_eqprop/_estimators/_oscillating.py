@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import Array
 
+from .._checks import check_integer, check_real
 from .._costs import CrossEntropy
 from .._inference import check_inputs, mean_cost
 from .._misc import complex_dtype, sample_keys, tree_astype
@@ -52,16 +53,11 @@ class OscillatingEP(AbstractEstimator):
     dt: float = eqx.field(static=True, default=1.0)
 
     def __check_init__(self):
-        for name in ("period", "num_periods"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(
-                    f"OscillatingEP: {name} must be a positive integer, got {value!r}."
-                )
-        if not isinstance(self.warmup_periods, int) or self.warmup_periods < 0:
-            raise ValueError(
-                f"OscillatingEP: warmup_periods must be >= 0, got {self.warmup_periods!r}."
-            )
+        owner = "OscillatingEP"
+        check_integer(self.period, "period", owner=owner)
+        check_integer(self.num_periods, "num_periods", owner=owner)
+        check_integer(self.warmup_periods, "warmup_periods", minimum=0, owner=owner)
+        check_real(self.dt, "dt", minimum=0.0, maximum=1.0, strict=True, owner=owner)
         if self.num_blocks is not None and (
             not isinstance(self.num_blocks, int) or not 2 <= self.num_blocks <= self.period
         ):

@@ -9,10 +9,12 @@ import lineax as lx
 import optimistix as optx
 from jaxtyping import PyTree
 
+from .._checks import check_integer
 from .._inference import free_phase, mean_cost
 from .._misc import tree_dot
 from .._models import AbstractDynamics, Dynamics
 from .._relaxation import FixedPointRelaxation, relaxation_stats
+from .._relaxation._fixed_point import check_steps_and_tolerances
 from .._results import RESULTS, combine_results
 from ._base import AbstractEstimator, AdjointInfo, GradientInfo
 
@@ -77,8 +79,7 @@ class BPTT(AbstractEstimator):
     num_steps: int = eqx.field(static=True, default=100)
 
     def __check_init__(self):
-        if not (isinstance(self.num_steps, int) and self.num_steps >= 1):
-            raise ValueError(f"num_steps must be a positive integer, got {self.num_steps!r}.")
+        check_integer(self.num_steps, "num_steps", owner="BPTT")
 
     def step(self, model, x, y, state, *, relaxation, nudged_relaxation, cost, key):
         del relaxation, nudged_relaxation, key
@@ -123,6 +124,11 @@ class RecurrentBackprop(AbstractEstimator):
     max_steps: int = eqx.field(static=True, default=1000)
     rtol: float = eqx.field(static=True, default=1e-5)
     atol: float = eqx.field(static=True, default=1e-5)
+
+    def __check_init__(self):
+        check_steps_and_tolerances(self, self.max_steps, self.rtol, self.atol)
+        if self.rtol is None:
+            raise ValueError("RecurrentBackprop: the adjoint relaxation needs rtol and atol.")
 
     def step(self, model, x, y, state, *, relaxation, nudged_relaxation, cost, key):
         del nudged_relaxation

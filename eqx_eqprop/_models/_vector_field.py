@@ -13,9 +13,10 @@ import jax.tree_util as jtu
 from jaxtyping import PRNGKeyArray, PyTree
 
 from .._activations import AbstractActivation, Sigmoid
+from .._checks import check_real
 from .._layers import Conv2d, Dense
 from ._base import AbstractModel, Nudge, State
-from ._mlp import check_float_dtype
+from ._mlp import check_float_dtype, check_weight_scale
 
 Node = int | str  # "in", 1..L, or "out" (= L, the last neuron layer)
 
@@ -176,6 +177,11 @@ class VectorFieldNet(AbstractVectorFieldModel):
         dtype=None,
         key: PRNGKeyArray,
     ):
+        if isinstance(layer_sizes, (str, bytes)) or not isinstance(layer_sizes, Sequence):
+            raise ValueError(
+                "VectorFieldNet: layer_sizes must be a sequence (inputs, n_1, ..., n_L, "
+                f"classes), got {layer_sizes!r}."
+            )
         if len(layer_sizes) < 3:
             raise ValueError(
                 "layer_sizes must be (inputs, n_1, ..., n_L, classes) with at least one "
@@ -189,8 +195,8 @@ class VectorFieldNet(AbstractVectorFieldModel):
                 f"kernel_size must be odd (its transpose is then a SAME convolution too), "
                 f"got {kernel_size!r}."
             )
-        if not (isinstance(feedback_angle, (int, float)) and 0 <= feedback_angle <= 90):
-            raise ValueError(f"feedback_angle must be in [0, 90] degrees, got {feedback_angle!r}.")
+        check_real(feedback_angle, "feedback_angle", minimum=0, maximum=90, owner="VectorFieldNet")
+        check_weight_scale(weight_scale, "VectorFieldNet")
         n_layers = len(shapes) - 2
         if isinstance(graph, str):
             edges = standard_graph(graph, n_layers)

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import optimistix as optx
 
+from .._checks import check_integer, check_real
 from .._models import AbstractDynamics
 from .._results import RESULTS
 from ._base import AbstractRelaxation, discrete_noise
@@ -16,15 +17,19 @@ from ._base import AbstractRelaxation, discrete_noise
 def check_steps_and_tolerances(obj, max_steps, rtol, atol):
     """Checks shared by the discrete relaxations."""
     name = type(obj).__name__
-    if not (isinstance(max_steps, int) and not isinstance(max_steps, bool) and max_steps >= 1):
-        raise ValueError(f"{name}: max_steps must be a positive integer, got {max_steps!r}.")
+    check_integer(max_steps, "max_steps", owner=name)
+    check_real(rtol, "rtol", minimum=0.0, optional=True, owner=name)
+    check_real(atol, "atol", minimum=0.0, optional=True, owner=name)
     if (rtol is None) != (atol is None):
         raise ValueError(
             f"{name}: give both rtol and atol (tolerance-based stopping) or neither "
-            "(exactly max_steps steps)."
+            f"(exactly max_steps steps); got rtol={rtol!r}, atol={atol!r}."
         )
-    if rtol is not None and not (rtol >= 0 and atol >= 0):
-        raise ValueError(f"{name}: rtol and atol must be non-negative.")
+    if rtol is not None and rtol == 0 and atol == 0:
+        raise ValueError(
+            f"{name}: rtol = atol = 0 can never be met; give a positive tolerance, or "
+            "rtol = atol = None for exactly max_steps steps."
+        )
 
 
 def promote_fixed_point_result(result: optx.RESULTS, fixed_steps: bool) -> RESULTS:
@@ -77,11 +82,12 @@ class AbstractDiscreteRelaxation(AbstractRelaxation):
     noise: eqx.AbstractVar[float]
 
     def __check_init__(self):
+        name = type(self).__name__
         check_steps_and_tolerances(self, self.max_steps, self.rtol, self.atol)
-        if not 0 <= self.damping < 1:
-            raise ValueError(f"damping must be in [0, 1), got {self.damping!r}.")
-        if not self.noise >= 0:
-            raise ValueError(f"noise must be a non-negative std, got {self.noise!r}.")
+        check_real(self.damping, "damping", minimum=0.0, owner=name)
+        if not self.damping < 1:
+            raise ValueError(f"{name}: damping must be in [0, 1), got {self.damping!r}.")
+        check_real(self.noise, "noise (a standard deviation)", minimum=0.0, owner=name)
         if self.noise > 0 and self.rtol is not None:
             raise ValueError(
                 "Noisy dynamics do not converge to a fixed point: use a fixed step count "

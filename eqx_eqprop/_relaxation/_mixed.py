@@ -44,6 +44,12 @@ class MixedPrecisionRelaxation(AbstractRelaxation):
     dtype: str = eqx.field(static=True, default="bfloat16")
 
     def __check_init__(self):
+        for name in ("low", "high"):
+            if not isinstance(getattr(self, name), AbstractRelaxation):
+                raise TypeError(
+                    f"MixedPrecisionRelaxation: {name} must be a relaxation, got "
+                    f"{getattr(self, name)!r}."
+                )
         if self.dtype not in _LOW:
             raise ValueError(f"dtype must be one of {', '.join(_LOW)}, got {self.dtype!r}.")
         if self.low.noisy or self.high.noisy:

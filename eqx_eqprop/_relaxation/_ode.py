@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import lineax as lx
 
+from .._checks import check_integer, check_real
 from .._misc import SplitComplex, is_complex_tree, merge_complex, split_complex, tree_max_abs
 from .._results import RESULTS
 from ._base import AbstractRelaxation, SweepFn
@@ -49,10 +50,13 @@ class ODERelaxation(AbstractRelaxation):
     adjoint: diffrax.AbstractAdjoint = diffrax.ImplicitAdjoint()
 
     def __check_init__(self):
-        if not (isinstance(self.max_steps, int) and self.max_steps >= 1):
-            raise ValueError(f"max_steps must be a positive integer, got {self.max_steps!r}.")
-        if not (self.rtol >= 0 and self.atol >= 0 and self.rtol + self.atol > 0):
-            raise ValueError("rtol and atol must be non-negative and not both zero.")
+        name = "ODERelaxation"
+        check_integer(self.max_steps, "max_steps", owner=name)
+        check_real(self.rtol, "rtol", minimum=0.0, owner=name)
+        check_real(self.atol, "atol", minimum=0.0, owner=name)
+        check_real(self.dt0, "dt0", minimum=0.0, strict=True, optional=True, owner=name)
+        if not self.rtol + self.atol > 0:
+            raise ValueError(f"{name}: rtol and atol must not both be zero.")
 
     def _solve(self, fn, y0, dynamics):
         event = diffrax.Event(
@@ -95,10 +99,10 @@ class SDERelaxation(AbstractRelaxation):
     solver: diffrax.AbstractSolver = diffrax.Euler()
 
     def __check_init__(self):
-        if not (self.duration > 0 and self.dt > 0 and self.dt <= self.duration):
-            raise ValueError("SDERelaxation needs 0 < dt <= duration.")
-        if not self.noise >= 0:
-            raise ValueError(f"noise must be a non-negative std, got {self.noise!r}.")
+        name = "SDERelaxation"
+        check_real(self.duration, "duration", minimum=0.0, strict=True, owner=name)
+        check_real(self.dt, "dt", minimum=0.0, maximum=self.duration, strict=True, owner=name)
+        check_real(self.noise, "noise (a standard deviation)", minimum=0.0, owner=name)
 
     @property
     def noisy(self) -> bool:

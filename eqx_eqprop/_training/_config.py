@@ -29,7 +29,17 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ._registry import _check_lr, build, check_arguments, kinds, lookup, parameters, resolve
+from .._checks import describe
+from ._registry import (
+    _check_lr,
+    build,
+    check_arguments,
+    check_values,
+    kinds,
+    lookup,
+    parameters,
+    resolve,
+)
 
 SECTIONS = ("data", "model", "estimator", "relaxation", "nudged_relaxation", "optimizer", "loop")
 TOP_LEVEL = ("name", "cost")
@@ -132,22 +142,40 @@ def _validate(tree: dict) -> None:
             values = model[name] if isinstance(model[name], list) else [model[name]]
             for value in values:
                 resolve(value, section)
+    check_values("model", model)
     build("estimator", tree["estimator"])
     build("relaxation", tree["relaxation"])
     if tree.get("nudged_relaxation") is not None:
-        build("relaxation", tree["nudged_relaxation"])
+        build("relaxation", tree["nudged_relaxation"], where="nudged_relaxation")
     _validate_optimizer(tree["optimizer"])
-    loop = tree["loop"]
+    _validate_loop(tree["loop"], tree["name"])
+
+
+def _validate_loop(loop: Mapping, name: str) -> None:
     for key in loop:
         if key not in LOOP_DEFAULTS:
             raise ValueError(f"unknown loop setting {key!r}; valid: {', '.join(LOOP_DEFAULTS)}.")
     for key in ("epochs", "log_every", "checkpoint_every"):
         _positive_int(loop[key], f"loop.{key}")
-    if isinstance(loop["seed"], bool) or not isinstance(loop["seed"], int):
-        raise ValueError(f"loop.seed must be an integer, got {loop['seed']!r}.")
+    seed = loop["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(
+            f"loop.seed must be a non-negative integer (it seeds NumPy's and JAX's "
+            f"generators), got {describe(seed)}."
+        )
     devices = loop["devices"]
     if isinstance(devices, bool) or not isinstance(devices, int) or devices < 0:
         raise ValueError(f"loop.devices must be 0 (all) or a positive integer, got {devices!r}.")
+    out_dir = loop["out_dir"]
+    if not isinstance(out_dir, str) or not out_dir:
+        raise ValueError(f"loop.out_dir must be a directory path, got {describe(out_dir)}.")
+    try:
+        out_dir.format(name=name, seed=seed)
+    except (KeyError, IndexError, ValueError) as e:
+        raise ValueError(
+            f"loop.out_dir {out_dir!r} is not a valid template ({type(e).__name__}: {e}): "
+            "it may name {name} and {seed} only (write {{ and }} for literal braces)."
+        ) from None
 
 
 def _args(section: Mapping, skip=()) -> dict:
