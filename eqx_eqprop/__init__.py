@@ -71,11 +71,15 @@ from ._relaxation import (
     ODERelaxation as ODERelaxation,
     RelaxationStats as RelaxationStats,
     SDERelaxation as SDERelaxation,
+    StragglerRelaxation as StragglerRelaxation,
 )
 from ._results import RESULTS as RESULTS
 from ._training import (
     PRESETS as PRESETS,
+    CheckpointError as CheckpointError,
     Hook as Hook,
+    Printer as Printer,
+    ProgressBar as ProgressBar,
     TrainConfig as TrainConfig,
     TrainingDiverged as TrainingDiverged,
     TrainState as TrainState,

@@ -37,6 +37,7 @@ from ._misc import (
     tree_norm as tree_norm,
 )
 from ._models import vector_field_from_energy_mlp as vector_field_from_energy_mlp  # noqa: E402
+from ._models._vector_field import transposed_weight as transposed_weight  # noqa: E402
 from ._relaxation import discrete_noise as discrete_noise, relaxation_stats as relaxation_stats
 from ._results import combine_results as combine_results
 from ._training import (
@@ -55,6 +56,8 @@ from ._training import (
     load_checkpoint as load_checkpoint,
     make_eval_step as make_eval_step,
     read_device as read_device,
+    summarise as summarise,
+    warn_failed as warn_failed,
 )
 from ._training._cli import main as cli_main, parse_setting as parse_setting  # noqa: F401
 from ._training._devices import Placement as Placement  # noqa: E402

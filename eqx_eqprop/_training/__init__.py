@@ -8,7 +8,11 @@ from ._build import (
     build_relaxations as build_relaxations,
     model_spec as model_spec,
 )
-from ._checkpoint import load_checkpoint as load_checkpoint, save_checkpoint as save_checkpoint
+from ._checkpoint import (
+    CheckpointError as CheckpointError,
+    load_checkpoint as load_checkpoint,
+    save_checkpoint as save_checkpoint,
+)
 from ._config import (
     PRESETS as PRESETS,
     TrainConfig as TrainConfig,
@@ -17,12 +21,15 @@ from ._config import (
 )
 from ._loop import (
     Hook as Hook,
+    Printer as Printer,
+    ProgressBar as ProgressBar,
     TrainingDiverged as TrainingDiverged,
     as_model_input as as_model_input,
     evaluate as evaluate,
     load_trained_model as load_trained_model,
     read_device as read_device,
     train as train,
+    warn_failed as warn_failed,
 )
 from ._registry import REGISTRY as REGISTRY, kinds as kinds, register as register
 from ._step import (
@@ -30,4 +37,5 @@ from ._step import (
     init_train_state as init_train_state,
     make_eval_step as make_eval_step,
     make_train_step as make_train_step,
+    summarise as summarise,
 )

@@ -89,9 +89,10 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         if value is not None:
             changes[key] = value
     changes.update(parse_setting(item) for item in args.set)
-    for key, value in changes.items():  # one at a time: a kind first, then its arguments
-        cfg = cfg.set(key, value)
-    return cfg
+    # applied together and validated once (settings that must change together, such as
+    # rtol and atol, may come as separate flags); a section's kind before its arguments
+    kinds_first = sorted(changes, key=lambda k: not k.endswith(".kind"))
+    return cfg.update({k: changes[k] for k in kinds_first})
 
 
 def _summary(result: dict) -> str:
@@ -113,14 +114,17 @@ def _compare_default(args) -> int:
         result = train(cfg, resume=not args.fresh, progress=not args.no_progress)
         rows.append((name, cfg, result, time.perf_counter() - start))
     print("\nDigits (sklearn, 8x8, 1438 train / 359 test), MLP 64-128-64-10:")
-    print(f"  {'gradient':36s} {'test top-1':>10s} {'seconds':>8s}")
+    print(f"  {'gradient':42s} {'test top-1':>10s} {'seconds':>8s}")
     for name, cfg, result, seconds in rows:
         if name == "digits-hep":
             est = cfg.estimator
-            label = f"holomorphic EP (N={est['num_phases']}, |beta|={est['beta']})"
+            radius = f"|beta|={est['beta']}"
+            if est.get("target_error") not in (None, "none"):
+                radius = f"|beta|<={est['beta']} adaptive"
+            label = f"holomorphic EP (N={est['num_phases']}, {radius})"
         else:
             label = "implicit differentiation (BP)"
-        print(f"  {label:36s} {result['final']['test_top1']:10.4f} {seconds:8.1f}")
+        print(f"  {label:42s} {result['final']['test_top1']:10.4f} {seconds:8.1f}")
     print(f"  runs and metrics: {rows[0][2]['run_dir']}, {rows[1][2]['run_dir']}")
     return 0
 
@@ -158,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as e:
         print(f"eqprop-train: training diverged: {e}", file=sys.stderr)
         return 1
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
+    except (ValueError, TypeError, OSError, RuntimeError) as e:  # OSError: a file or disk
         print(f"eqprop-train: {e}", file=sys.stderr)
         return 2
     print(f"{cfg.name}: {_summary(result)} (run directory {result['run_dir']})")

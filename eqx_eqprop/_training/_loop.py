@@ -29,10 +29,15 @@ from ._build import (
     steps_per_epoch,
 )
 from ._checkpoint import (
+    CheckpointError,
     atomic_write,
+    check_model_spec,
     load_checkpoint,
     load_model_file,
+    metrics_text,
+    read_json,
     read_meta,
+    remove_leftovers,
     save_checkpoint,
     state_rest,
 )
@@ -193,10 +198,16 @@ def evaluate(
 
 
 def _prepare_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """Check a resumed run's configuration, clear what a fresh run replaces and what
+    interrupted writes left behind, and write `config.json`."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CheckpointError(f"cannot create the run directory {run_dir} ({e.strerror}).") from e
     config_path = run_dir / "config.json"
-    if resume and config_path.exists():
-        saved = _flatten(json.loads(config_path.read_text()))
+    saved_config = read_json(config_path) if resume else None
+    if saved_config is not None:
+        saved = _flatten(saved_config)
         ours = _flatten(json.loads(json.dumps(cfg.to_dict())))
         changed = sorted(k for k in set(saved) | set(ours) if saved.get(k) != ours.get(k))
         harmless = set(HARMLESS)
@@ -207,10 +218,11 @@ def _prepare_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool) -> None:
                 f"{run_dir} holds a run with a different configuration ({', '.join(changed)}); "
                 "use another output directory, or resume=False (--fresh) to start over."
             )
-    if not resume:
-        for pattern in ("model-*.eqx", "state-*.eqx", "checkpoint.json", "metrics.jsonl"):
-            for f in run_dir.glob(pattern):
-                f.unlink(missing_ok=True)
+    meta = read_meta(run_dir) if resume else None
+    if meta is None:  # a fresh start: nothing of an earlier run is kept
+        for name in ("checkpoint.json", "metrics.jsonl"):
+            (run_dir / name).unlink(missing_ok=True)
+    remove_leftovers(run_dir, meta)
     atomic_write(config_path, json.dumps(cfg.to_dict(), indent=1).encode())
 
 
@@ -235,7 +247,9 @@ def _merge_sums(total: dict, read: dict) -> dict:
     return out
 
 
-def _warn_failed(cfg: TrainConfig, epoch: int, record: dict, steps: int) -> None:
+def warn_failed(cfg: TrainConfig, epoch: int, record: dict, steps: int) -> None:
+    """The end-of-epoch warning about steps whose relaxations missed their tolerance or
+    whose aliasing estimate exceeded `error_tolerance`, with advice that fits."""
     parts, advice = [], []
     for phase in ("free", "nudged", "adjoint"):
         fraction = record.get(f"{phase}_unconverged", 0.0)
@@ -244,9 +258,12 @@ def _warn_failed(cfg: TrainConfig, epoch: int, record: dict, steps: int) -> None
     if parts:
         missed = " and ".join(parts) + " did not reach their tolerance"
         advice.append(
-            "raise the relaxations' max_steps (a looser rtol/atol silences this warning but "
-            "can leave the gradient inexact; `python experiments/checkpoint_gradient.py "
-            "RUN_DIR` measures how far it is from the true one)"
+            "give the few slow samples the sweeps they need without the batch waiting for "
+            'them: relaxation = {kind = "straggler", relaxation = {...}, max_steps = 2000, '
+            "slots = 16} (StragglerRelaxation), or raise the relaxations' max_steps (a "
+            "looser rtol/atol silences this warning but can leave the gradient inexact; "
+            "`python experiments/checkpoint_gradient.py RUN_DIR` measures how far it is "
+            "from the true one)"
         )
         kinds = {
             getattr(cfg, section, None) and getattr(cfg, section).get("kind")
@@ -309,11 +326,13 @@ class _Run:
             model, optimizer, estimator, jax.random.key(self.seed), x0, y0
         )
         self.epoch, self.batch, self.history, self.epoch_sums = 0, 0, [], {}
-        restored = load_checkpoint(self.run_dir, self.state) if resume else None
+        restored = load_checkpoint(self.run_dir, self.state, self.spec) if resume else None
         if restored is not None:
             self.state, progress, self.history = restored
             self.epoch, self.batch = progress["epoch"], progress["batch"]
             self.epoch_sums = progress.get("epoch_sums", {})
+            if self.placement.writes:  # the metrics of the committed checkpoint, exactly
+                atomic_write(self.run_dir / "metrics.jsonl", metrics_text(self.history))
         self.state = self.placement.replicate(self.state)
         self.step = int(read_device(self.state.step))
         self.last_checkpoint = self.step
@@ -386,9 +405,20 @@ class _Run:
 
     def checkpoint(self, progress: dict) -> None:
         if self.placement.writes:
-            save_checkpoint(
-                self.run_dir, self.host_model, self.host_rest, progress, self.history, self.spec
-            )
+            try:
+                save_checkpoint(
+                    self.run_dir,
+                    self.host_model,
+                    self.host_rest,
+                    progress,
+                    self.history,
+                    self.spec,
+                )
+            except CheckpointError as e:
+                raise CheckpointError(
+                    f"{e} The checkpoint of step {self.step} was not saved; the last good "
+                    f"one is {self.last_good}: run the same command again to resume from it."
+                ) from e.__cause__
         self.last_good = f"{self.run_dir / 'checkpoint.json'} (step {self.step})"
         self.last_checkpoint = self.step
 
@@ -404,7 +434,7 @@ class _Run:
         )
         record = _epoch_record(self.epoch, self.step, test, self.epoch_sums, seconds)
         if record.get("failed_steps"):
-            _warn_failed(self.cfg, self.epoch + 1, record, int(self.epoch_sums["count"]))
+            warn_failed(self.cfg, self.epoch + 1, record, int(self.epoch_sums["count"]))
         self.history.append(record)
         self.epoch, self.batch, self.epoch_sums = self.epoch + 1, 0, {}
         self.checkpoint({"epoch": self.epoch, "batch": 0, "step": self.step})
@@ -503,5 +533,10 @@ def load_trained_model(run_dir: str | Path) -> AbstractModel:
     meta = read_meta(run_dir)
     if meta is None:
         raise FileNotFoundError(f"{run_dir} holds no checkpoint.json: not a finished run?")
+    config = read_json(run_dir / "config.json")
+    if config is not None and isinstance(config.get("model"), dict):
+        model = config["model"]
+        ours = {"kind": model.get("kind"), "args": {k: v for k, v in model.items() if k != "kind"}}
+        check_model_spec(meta["model"], ours, run_dir, "its config.json")
     like = build_model_from_spec(meta["model"])
     return load_model_file(run_dir, meta, like)

@@ -15,11 +15,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import lineax as lx
 import optax
 import optimistix as optx
 
 from .. import _activations as act, _costs as costs
+from .._checks import check_integer, check_real, check_sizes, describe
 from .._data import load_dataset
 from .._estimators import (
     BPTT,
@@ -34,6 +36,7 @@ from .._estimators import (
 )
 from .._layers import AvgPool, IdentityPool, MaxPool, SoftmaxPool
 from .._models import EnergyConvNet, EnergyMLP, VectorFieldNet
+from .._models._mlp import check_weight_scale
 from .._relaxation import (
     AndersonRelaxation,
     EvenOddRelaxation,
@@ -41,9 +44,13 @@ from .._relaxation import (
     MixedPrecisionRelaxation,
     ODERelaxation,
     SDERelaxation,
+    StragglerRelaxation,
 )
 
 REGISTRY: dict[str, dict[str, Callable]] = {}
+# argument checks run when a configuration is made, for factories that build only later
+# (a model needs the data's shape): `check(**args)` raises ValueError for a bad argument
+CHECKS: dict[str, dict[str, Callable]] = {}
 
 # arguments whose values are strategies of another section
 NESTED = {
@@ -52,24 +59,41 @@ NESTED = {
     "cost": "cost",
     "low": "relaxation",
     "high": "relaxation",
+    "relaxation": "relaxation",
     "adjoint": "adjoint",
     "homeostasis": "homeostasis",
     "reference": "estimator",
 }
 
 
-def register(section: str, kind: str, factory: Callable, *, overwrite: bool = False) -> None:
+def register(
+    section: str,
+    kind: str,
+    factory: Callable,
+    *,
+    check: Callable | None = None,
+    overwrite: bool = False,
+) -> None:
     """Make `factory` available as `kind` in configuration section `section`.
 
     Sections: `model` (a factory `(sample_shape, num_classes, *, key, **args) -> model`),
     `estimator`, `relaxation`, `activation`, `cost`, `pooling` (classes), `optimizer`
     (`(learning_rate, **args) -> optax.GradientTransformation`), `schedule`
     (`(lr, total_steps, **args) -> lr or optax schedule`), `data` (`(data_dir) -> Dataset`).
+
+    `check(**args)`, if given, is called with the configured arguments when a
+    configuration is made and raises `ValueError` for a bad one: for factories that are
+    called only later (a model is built once the data's shape is known), so that a bad
+    value fails at once, not after the data is loaded.
     """
     table = REGISTRY.setdefault(section, {})
     if kind in table and not overwrite and table[kind] is not factory:
         raise ValueError(f"{section} kind {kind!r} is already registered; pass overwrite=True.")
     table[kind] = factory
+    checks = CHECKS.setdefault(section, {})
+    checks.pop(kind, None)
+    if check is not None:
+        checks[kind] = check
 
 
 def kinds(section: str) -> tuple[str, ...]:
@@ -127,17 +151,33 @@ def resolve(value, section: str):
     return value
 
 
-def build(section: str, spec: Mapping[str, Any], **supplied):
-    """Call the factory of `spec["kind"]` with the other entries of `spec` (nested
-    strategies built, `"none"` read as `None`) and the `supplied` arguments."""
-    if "kind" not in spec:
-        raise ValueError(
-            f"the {section} section needs a `kind`; valid: {', '.join(kinds(section))}."
-        )
+def _arguments(section: str, spec: Mapping[str, Any], supplied=(), where: str | None = None):
+    """The kind and the arguments of `spec`, checked by name, `"none"` read as `None`."""
+    where = where or section
+    if not isinstance(spec, Mapping) or "kind" not in spec:
+        raise ValueError(f"the {where} section needs a `kind`; valid: {', '.join(kinds(section))}.")
     kind = spec["kind"]
     args = {k: v for k, v in spec.items() if k != "kind"}
     check_arguments(section, kind, args, reserved=tuple(supplied))
-    args = {k: _none(v) for k, v in args.items()}
+    return kind, {k: _none(v) for k, v in args.items()}
+
+
+def check_values(section: str, spec: Mapping[str, Any], where: str | None = None) -> None:
+    """Run the `check` registered with the kind of `spec`, if any (see `register`)."""
+    kind, args = _arguments(section, spec, where=where)
+    check = CHECKS.get(section, {}).get(kind)
+    if check is not None:
+        try:
+            check(**args)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{where or section} {kind!r}: {e}") from e
+
+
+def build(section: str, spec: Mapping[str, Any], *, where: str | None = None, **supplied):
+    """Call the factory of `spec["kind"]` with the other entries of `spec` (nested
+    strategies built, `"none"` read as `None`) and the `supplied` arguments. `where`
+    names the configuration section in error messages (default `section`)."""
+    kind, args = _arguments(section, spec, supplied, where)
     for name, nested in NESTED.items():
         if name in args and isinstance(args[name], list):  # one per layer
             args[name] = tuple(resolve(v, nested) for v in args[name])
@@ -149,10 +189,40 @@ def build(section: str, spec: Mapping[str, Any], **supplied):
     try:
         return lookup(section, kind)(**args, **supplied)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{section} {kind!r}: {e}") from e
+        raise ValueError(f"{where or section} {kind!r}: {e}") from e
 
 
 # ---------------------------------------------------------------------- the library
+
+
+def _check_dtype(dtype) -> None:
+    if dtype is None:
+        return
+    try:
+        ok = jnp.issubdtype(jnp.dtype(dtype), jnp.floating)
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"dtype must name a real floating dtype (float32, float64, ...), got {describe(dtype)}."
+        )
+
+
+def _hidden(hidden) -> tuple[int, ...]:
+    if isinstance(hidden, (str, bytes)) or not isinstance(hidden, (list, tuple)):
+        raise ValueError(
+            "hidden is a list of layer sizes, e.g. [256, 256] (one hidden layer: [16]), "
+            f"got {describe(hidden)}."
+        )
+    return check_sizes(hidden, "hidden")
+
+
+def check_mlp(*, hidden=(64,), activation=None, weight_scale=1.0, dtype="float32"):
+    """The arguments of the `mlp` factory, checked without building anything."""
+    del activation
+    _hidden(hidden)
+    check_weight_scale(weight_scale, "")
+    _check_dtype(dtype)
 
 
 def mlp(
@@ -168,12 +238,38 @@ def mlp(
     """`EnergyMLP((prod(sample_shape), *hidden, num_classes))`: images are flattened."""
     features = math.prod(sample_shape)
     return EnergyMLP(
-        (features, *hidden, num_classes),
+        (features, *_hidden(hidden), num_classes),
         activation=activation,
         weight_scale=weight_scale,
         dtype=dtype,
         key=key,
     )
+
+
+def check_conv(
+    *,
+    channels=(32, 64),
+    kernel_sizes=3,
+    paddings="SAME",
+    pooling=None,
+    activation=None,
+    weight_scale=1.0,
+    dtype="float32",
+):
+    """The arguments of the `conv` factory, checked without building anything (the
+    sizes that depend on the image are checked when the model is built)."""
+    del pooling, activation
+    if isinstance(channels, (str, bytes)) or not isinstance(channels, (list, tuple)):
+        raise ValueError(
+            f"channels is a list of channel counts, one per layer, e.g. [32, 64], got "
+            f"{describe(channels)}."
+        )
+    check_sizes(channels, "channels")
+    kernels = kernel_sizes if isinstance(kernel_sizes, (list, tuple)) else [kernel_sizes]
+    for k in kernels:
+        check_integer(k, "kernel_sizes")
+    check_weight_scale(weight_scale, "")
+    _check_dtype(dtype)
 
 
 def conv(
@@ -216,6 +312,33 @@ def implicit_gmres(rtol=1e-6, atol=1e-6, restart=40):
     return optx.ImplicitAdjoint(lx.GMRES(rtol=rtol, atol=atol, restart=restart))
 
 
+def check_vector_field(
+    *,
+    hidden=(64,),
+    graph="symmetric",
+    feedback_angle=90.0,
+    activation=None,
+    weight_scale=1.0,
+    kernel_size=3,
+    dtype="float32",
+):
+    """The arguments of the `vector_field` factory that can be checked without the
+    data's shape."""
+    del graph, activation
+    if isinstance(hidden, (str, bytes)) or not isinstance(hidden, (list, tuple)) or not hidden:
+        raise ValueError(
+            "hidden is a list of layers, each a number of units or [height, width, "
+            f"channels], e.g. [64] or [[28, 28, 8], 128], got {describe(hidden)}."
+        )
+    for i, n in enumerate(hidden):
+        sizes = n if isinstance(n, (list, tuple)) else [n]
+        check_sizes(sizes, f"hidden[{i}]")
+    check_real(feedback_angle, "feedback_angle", minimum=0.0, maximum=90.0)
+    check_weight_scale(weight_scale, "")
+    check_integer(kernel_size, "kernel_size")
+    _check_dtype(dtype)
+
+
 def vector_field(
     sample_shape,
     num_classes,
@@ -233,6 +356,7 @@ def vector_field(
     of units or `[height, width, channels]` (a feature map, convolutions between maps of
     one size). With only units the images are flattened; with a feature map they stay
     NHWC. `graph` is "symmetric", "loop" or a list of `[pre, post]` edges."""
+    check_vector_field(hidden=hidden, weight_scale=weight_scale, kernel_size=kernel_size)
     if not isinstance(graph, str):
         graph = [tuple(edge) for edge in graph]
     hidden = [n if isinstance(n, int) else tuple(n) for n in hidden]
@@ -300,8 +424,12 @@ def warmup_cosine(lr, total_steps, *, warmup_fraction=0.05, final_fraction=0.0):
 
 
 def _register_library():
-    for kind, factory in {"mlp": mlp, "conv": conv, "vector_field": vector_field}.items():
-        register("model", kind, factory)
+    for kind, factory, check in (
+        ("mlp", mlp, check_mlp),
+        ("conv", conv, check_conv),
+        ("vector_field", vector_field, check_vector_field),
+    ):
+        register("model", kind, factory, check=check)
     for kind, cls in {
         "max": MaxPool,
         "avg": AvgPool,
@@ -328,6 +456,7 @@ def _register_library():
         "mixed_precision": MixedPrecisionRelaxation,
         "ode": ODERelaxation,
         "sde": SDERelaxation,
+        "straggler": StragglerRelaxation,
     }.items():
         register("relaxation", kind, cls)
     for kind, cls in {
