@@ -21,11 +21,12 @@ def free_phase(
     the states `(batch, ...)` and their stats `(batch,)`. With noisy dynamics each
     sample draws from its own key (stream 0 of `key`)."""
 
-    def one(xi, ki):
-        return relaxation.relax(Dynamics(model, model.drive(xi)), model.init_state(), ki)
+    def dynamics(xi):
+        return Dynamics(model, model.drive(xi))
 
     keys = sample_keys(key, 0, x.shape[0])
-    return jax.vmap(one, (0, None if keys is None else 0))(x, keys)
+    start = jax.vmap(lambda _: model.init_state())(x)
+    return relaxation.relax_batch(dynamics, start, (x,), keys)
 
 
 def nudged_relax(
@@ -43,11 +44,11 @@ def nudged_relax(
     given the drives `vmap(model.drive)(x)` computed once. Noise comes from stream
     `stream` of `key` (one stream per phase), a key per sample."""
 
-    def one(si, di, yi, ki):
-        return relaxation.relax(Dynamics(model, di, Nudge(beta, yi, cost)), si, ki)
+    def dynamics(di, yi):
+        return Dynamics(model, di, Nudge(beta, yi, cost))
 
     keys = None if key is None else jax.random.split(jax.random.fold_in(key, stream), y.shape[0])
-    return jax.vmap(one, (0, 0, 0, None if keys is None else 0))(start, drives, y, keys)
+    return relaxation.relax_batch(dynamics, start, (drives, y), keys)
 
 
 def mean_cost(model: AbstractModel, s: State, y, cost: AbstractCost) -> Scalar:

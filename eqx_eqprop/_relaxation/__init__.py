@@ -12,3 +12,4 @@ from ._fixed_point import (
 )
 from ._mixed import MixedPrecisionRelaxation as MixedPrecisionRelaxation
 from ._ode import ODERelaxation as ODERelaxation, SDERelaxation as SDERelaxation
+from ._straggler import StragglerRelaxation as StragglerRelaxation

@@ -8,6 +8,7 @@ import optimistix as optx
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Bool, Float, Int
 
+from .._checks import check_integer, check_real
 from ._base import AbstractRelaxation
 from ._fixed_point import check_steps_and_tolerances, even_odd_sweep, promote_fixed_point_result
 
@@ -50,17 +51,15 @@ class AndersonRelaxation(AbstractRelaxation):
     adjoint: optx.AbstractAdjoint = optx.ImplicitAdjoint()
 
     def __check_init__(self):
+        name = "AndersonRelaxation"
         check_steps_and_tolerances(self, self.max_steps, self.rtol, self.atol)
         if self.rtol is None:
-            raise ValueError("AndersonRelaxation stops on a tolerance: give rtol and atol.")
-        if not (isinstance(self.history, int) and self.history >= 1):
-            raise ValueError(f"history must be a positive integer, got {self.history!r}.")
-        if not 0 < self.mixing <= 1:
-            raise ValueError(f"mixing must be in (0, 1], got {self.mixing!r}.")
-        if not self.regularisation > 0:
-            raise ValueError(f"regularisation must be positive, got {self.regularisation!r}.")
-        if not self.growth >= 1:
-            raise ValueError(f"growth must be >= 1, got {self.growth!r}.")
+            raise ValueError(f"{name} stops on a tolerance: give rtol and atol.")
+        check_integer(self.history, "history", owner=name)
+        check_real(self.mixing, "mixing", minimum=0.0, maximum=1.0, strict=True, owner=name)
+        check_real(self.regularisation, "regularisation", minimum=0.0, strict=True, owner=name)
+        check_real(self.growth, "growth", minimum=1.0, owner=name)
+        check_integer(self.patience, "patience", owner=name)
 
     def sweep(self, dynamics, s, noise=None):
         return even_odd_sweep(dynamics, s, noise) if self.even_odd else dynamics(s, noise)
@@ -168,6 +167,12 @@ class _Anderson(optx.AbstractFixedPointSolver):
 
         plain = (state.plain_left > 0) | ~jnp.any(valid) | restart
         extrapolated = self._extrapolate(x, g, f, d_f, d_g, gram, valid)
+        # a least-squares system too ill-conditioned for the dtype can give a non-finite
+        # point: never step there; take the plain step and restart, like a rejection
+        broken = ~plain & ~jnp.all(jnp.isfinite(extrapolated))
+        plain = plain | broken
+        restart_next = restart | broken
+        valid = jnp.where(broken, False, valid)
         x_next = jnp.where(plain, g, extrapolated)
         x_next = jnp.where(grew, state.best_g, x_next)
         x_next = jnp.where(converged, g, x_next)
@@ -184,9 +189,9 @@ class _Anderson(optx.AbstractFixedPointSolver):
             best_residual=jnp.where(keep, state.best_residual, residual),
             best_g=jnp.where(keep, state.best_g, g),
             extrapolated=~plain & ~converged,
-            plain_left=jnp.where(restart, state.backoff, jnp.maximum(state.plain_left - 1, 0)),
-            backoff=jnp.where(restart, 2 * state.backoff, state.backoff),
-            stall=jnp.where(restart, 0, stall),
+            plain_left=jnp.where(restart_next, state.backoff, jnp.maximum(state.plain_left - 1, 0)),
+            backoff=jnp.where(restart_next, 2 * state.backoff, state.backoff),
+            stall=jnp.where(restart_next, 0, stall),
             converged=converged,
         )
         return unravel(x_next), new_state, aux
@@ -196,7 +201,10 @@ class _Anderson(optx.AbstractFixedPointSolver):
         the valid rows (the others get gamma = 0)."""
         mask = valid[:, None] & valid[None, :]
         gram = jnp.where(mask, gram, 0)
-        lam = self.reg * (jnp.trace(gram) + jnp.finfo(gram.dtype).tiny)
+        # relative to the trace, and never below the dtype's resolution (a smaller
+        # regularisation does not regularise: in float32, 1e-8 vanishes next to 1)
+        reg = max(self.reg, float(jnp.finfo(gram.dtype).eps))
+        lam = reg * (jnp.trace(gram) + jnp.finfo(gram.dtype).tiny)
         rhs = jnp.where(valid, d_f @ f, 0)
         gamma = jnp.linalg.solve(gram + lam * jnp.eye(self.m, dtype=gram.dtype), rhs)
         if self.mixing == 1:

@@ -105,6 +105,16 @@ class AbstractRelaxation(eqx.Module):
             s, steps, result = self._solve(SweepFn(self), s0, dynamics)
         return s, relaxation_stats(dynamics, s, steps, result)
 
+    def relax_batch(self, dynamics_fn, start: State, args, keys=None):
+        """Relax a batch: sample `i` under `dynamics_fn(*args_i)` from `start_i` (leading
+        axes of `start`, `args` and `keys`). By default `vmap(relax)`; a relaxation
+        that treats the batch as a whole (`StragglerRelaxation`) overrides it."""
+
+        def one(s0, a, k):
+            return self.relax(dynamics_fn(*a), s0, k)
+
+        return jax.vmap(one, (0, 0, None if keys is None else 0))(start, args, keys)
+
     def sweep(self, dynamics: AbstractDynamics, s: State, noise: State | None = None) -> State:
         """One application of the map the relaxation iterates (`T(s)`; even/odd
         relaxations update half the layers, then the other half)."""
