@@ -11,7 +11,7 @@ from .._misc import tree_norm
 
 
 def aliasing_estimate(
-    f0: PyTree,
+    scale,
     unique: list[PyTree],
     circle: list[tuple[int, bool]],
     radius,
@@ -28,12 +28,13 @@ def aliasing_estimate(
     aliasing: the bias of tolerance-limited relaxations (about tolerance / |beta|) is a
     separate error, seen in the residuals of `info.free_stats` and `info.nudged_stats`.
 
-    `unique` holds the relaxed samples stacked along a leading axis (a real and a
-    complex group); `circle[n] = (row, conjugate)` says which row of the concatenated
-    groups is `f(beta_n)`, conjugated for the partner of a complex phase. Each
-    coefficient is a combination of the rows minus `f(0)` (which leaves k >= 1
-    unchanged and keeps `DFT_0 - f(0)` free of cancellation): one small matmul per
-    parameter array, `(N, rows) @ (rows, size)`.
+    `unique` holds the changes `f(beta_n) - f(0)` of the relaxed samples stacked along a
+    leading axis (a real and a complex group); `circle[n] = (row, conjugate)` says which
+    row of the concatenated groups is `f(beta_n) - f(0)`, conjugated for the partner of
+    a complex phase. Each coefficient is a combination of the rows (working with changes
+    leaves k >= 1 unchanged and keeps `DFT_0 - f(0)` free of cancellation): one small
+    matmul per parameter array, `(N, rows) @ (rows, size)`. `scale` (the norm of
+    `f(0)`) sets the rounding floor below which a coefficient carries no information.
     Returns `(relative error estimate, (m_1..m_N))`.
     """
     n = len(circle)
@@ -48,18 +49,16 @@ def aliasing_estimate(
     # with d = r + i q: plain d + conjugated conj(d) = (plain + conj.) r + i (plain - conj.) q
     on_real, on_imag = plain + conjugated, 1j * (plain - conjugated)
     sq = 0
-    for leaves in zip(*[jtu.tree_leaves(g) for g in unique], jtu.tree_leaves(f0)):
-        *groups, free = leaves
-        free = free.reshape(1, -1)
+    for groups in zip(*[jtu.tree_leaves(g) for g in unique]):
         c_re, c_im, start = 0, 0, 0
         for g in groups:
             # coefficient = A r + B q with r, q the real and imaginary parts of the
-            # rows minus f(0), in real matmuls (XLA's complex matmul on CPU is several
-            # times slower than four real ones)
+            # rows, in real matmuls (XLA's complex matmul on CPU is several times
+            # slower than four real ones)
             rows = slice(start, start + g.shape[0])
             start += g.shape[0]
             g = g.reshape(g.shape[0], -1)
-            r = jnp.real(g) - free
+            r = jnp.real(g)
             c_re = c_re + jnp.asarray(on_real.real[:, rows], r.dtype) @ r
             c_im = c_im + jnp.asarray(on_real.imag[:, rows], r.dtype) @ r
             if jnp.iscomplexobj(g):
@@ -69,7 +68,7 @@ def aliasing_estimate(
         sq = sq + jnp.sum(c_re**2 + c_im**2, axis=1)
     norms = jnp.sqrt(jnp.concatenate([sq[1:], sq[:1]]))  # m_1..m_N (m_N: DFT_0 - f(0))
     eps = jnp.finfo(norms.dtype).eps
-    floor = eps * (tree_norm(f0) + jnp.max(norms))
+    floor = eps * (scale + jnp.max(norms))
     logs = jnp.log(norms + floor)
     order = jnp.arange(1, n + 1, dtype=logs.dtype)
 

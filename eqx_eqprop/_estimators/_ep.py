@@ -21,9 +21,10 @@ import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import Array, PyTree
 
+from .._checks import check_integer, check_real
 from .._costs import AbstractCost
 from .._inference import free_phase, mean_cost, nudged_relax
-from .._misc import complex_dtype, tree_astype
+from .._misc import complex_dtype, tree_astype, tree_norm
 from .._models import AbstractEnergyModel, AbstractModel, Nudge
 from .._relaxation import RelaxationStats
 from .._results import RESULTS, combine_results
@@ -91,14 +92,28 @@ def beta_field(name: str, positive: bool = True):
 
 
 def check_target(estimator, name: str) -> None:
-    target, retries = estimator.target_error, estimator.max_retries
-    fraction = estimator.min_radius_fraction
-    if not 0 < fraction <= 1:
-        raise ValueError(f"{name}: min_radius_fraction must be in (0, 1], got {fraction!r}.")
-    if target is not None and not (isinstance(target, (int, float)) and 0 < target < 1):
+    """The error tolerance and the adaptive-radius settings of a phase estimator."""
+    check_real(
+        estimator.error_tolerance,
+        "error_tolerance (a relative error)",
+        minimum=0.0,
+        strict=True,
+        optional=True,
+        owner=name,
+    )
+    check_real(
+        estimator.min_radius_fraction,
+        "min_radius_fraction",
+        minimum=0.0,
+        maximum=1.0,
+        strict=True,
+        owner=name,
+    )
+    target = estimator.target_error
+    check_real(target, "target_error", minimum=0.0, strict=True, optional=True, owner=name)
+    if target is not None and not target < 1:
         raise ValueError(f"{name}: target_error must be in (0, 1), got {target!r}.")
-    if not (isinstance(retries, int) and retries >= 0):
-        raise ValueError(f"{name}: max_retries must be a non-negative integer, got {retries!r}.")
+    check_integer(estimator.max_retries, "max_retries", minimum=0, owner=name)
 
 
 def circle_factors(n: int) -> tuple[complex, ...]:
@@ -155,6 +170,13 @@ class AbstractPhaseEstimator(AbstractEstimator):
         """What is sampled at each phase (batched): the EP learning signal `dF/dtheta`."""
         return model.learning_signal(x, s, nudge)
 
+    def observable_change(self, model, x, s_free, f0, s, nudge: Nudge) -> PyTree:
+        """`observable(s) - f0` with `f0 = observable(s_free)`: for the EP learning
+        signal the model's `learning_signal_change`, which a layered network computes
+        from the displacement `s - s_free` without cancellation."""
+        del f0
+        return model.learning_signal_change(x, s_free, s, nudge)
+
     def finish(self, model, x, y, s_free, cost, coefficient) -> tuple[PyTree, dict | None]:
         """The gradient from the first Fourier coefficient of the observable, and any
         diagnostics to report (`None`)."""
@@ -192,14 +214,13 @@ class AbstractPhaseEstimator(AbstractEstimator):
             s_n, st_n = jax.vmap(relax, (0, None, 0))(
                 betas_g, tree_astype(s_free, group_dtype), phase_ids
             )
-            f_n = jax.vmap(lambda s, b: self.observable(model, x, s, Nudge(b, y, cost)))(
-                s_n, betas_g
-            )
+            # f(beta_n) - f(0), the phases' changes of the observable
+            f_n = jax.vmap(
+                lambda s, b: self.observable_change(model, x, s_free, f0, s, Nudge(b, y, cost))
+            )(s_n, betas_g)
             weights = jnp.array([1.0 if i in real_idx else 2.0 for i in idx]) / n_phases
             coef = weights.astype(group_dtype) / betas_g  # += Re sum_j coef_j (f_j - f0)
-            coefficient = jtu.tree_map(
-                lambda g, v, v0: g + real_combination(coef, v - v0[None]), coefficient, f_n, f0
-            )
+            coefficient = jtu.tree_map(lambda g, v: g + real_combination(coef, v), coefficient, f_n)
             for j, i in enumerate(idx):
                 circle[i] = (row + j, False)
                 if i in cplx_idx:
@@ -211,7 +232,8 @@ class AbstractPhaseEstimator(AbstractEstimator):
             stats.append(st_n)
         error = norms = None
         if n_phases >= 2:
-            error, norms = aliasing_estimate(f0, unique, circle, jnp.abs(beta), coefficient)
+            scale = tree_norm(f0)
+            error, norms = aliasing_estimate(scale, unique, circle, jnp.abs(beta), coefficient)
         return PhaseSamples(
             coefficient,
             jnp.concatenate(betas),
@@ -425,14 +447,7 @@ class HolomorphicEP(AbstractPhaseEstimator):
 
     def __check_init__(self):
         check_target(self, "HolomorphicEP")
-        if (
-            not isinstance(self.num_phases, int)
-            or isinstance(self.num_phases, bool)
-            or self.num_phases < 1
-        ):
-            raise ValueError(
-                f"HolomorphicEP: num_phases must be an integer >= 1, got {self.num_phases!r}."
-            )
+        check_integer(self.num_phases, "num_phases", owner="HolomorphicEP")
         if self.target_error is not None and self.num_phases < 2:
             raise ValueError(
                 "HolomorphicEP: target_error needs the aliasing estimate, which needs "

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import Array, PRNGKeyArray
 
+from .._checks import check_integer, check_real
 from .._inference import free_phase, mean_cost, nudged_relax
 from .._misc import tree_dot, tree_norm
 from .._models import AbstractModel, AbstractVectorFieldModel, Dynamics
@@ -43,10 +44,8 @@ class JacobianHomeostasis(eqx.Module):
     num_probes: int = eqx.field(static=True, default=4)
 
     def __check_init__(self):
-        if not self.strength >= 0:
-            raise ValueError(f"strength must be non-negative, got {self.strength!r}.")
-        if not (isinstance(self.num_probes, int) and self.num_probes >= 1):
-            raise ValueError(f"num_probes must be a positive integer, got {self.num_probes!r}.")
+        check_real(self.strength, "strength", minimum=0.0, owner="JacobianHomeostasis")
+        check_integer(self.num_probes, "num_probes", owner="JacobianHomeostasis")
 
     def loss(self, model: AbstractVectorFieldModel, x, s, key: PRNGKeyArray) -> Array:
         """`H` averaged over the batch (`x`, activities `s`: `(batch, ...)`)."""
@@ -175,9 +174,16 @@ class GeneralizedHEP(AbstractPhaseEstimator):
 
     def __check_init__(self):
         check_target(self, "GeneralizedHEP")
-        n = self.num_phases
-        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-            raise ValueError(f"GeneralizedHEP: num_phases must be an integer >= 0, got {n!r}.")
+        n = check_integer(self.num_phases, "num_phases", minimum=0, owner="GeneralizedHEP")
+        if self.homeostasis is not None and not isinstance(self.homeostasis, JacobianHomeostasis):
+            raise TypeError(
+                "GeneralizedHEP: homeostasis must be a JacobianHomeostasis or None, got "
+                f"{self.homeostasis!r}."
+            )
+        if self.reference is not None and not isinstance(self.reference, AbstractEstimator):
+            raise TypeError(
+                f"GeneralizedHEP: reference must be an estimator or None, got {self.reference!r}."
+            )
         if self.target_error is not None and n < 2:
             raise ValueError("GeneralizedHEP: target_error needs num_phases >= 2.")
 
@@ -191,6 +197,10 @@ class GeneralizedHEP(AbstractPhaseEstimator):
 
     def observable(self, model, x, s, nudge):
         return jax.vmap(model.activities)(s)
+
+    def observable_change(self, model, x, s_free, f0, s, nudge):
+        # per sample and neuron: no batch sum, so no cancellation to avoid
+        return jtu.tree_map(jnp.subtract, self.observable(model, x, s, nudge), f0)
 
     def finish(self, model, x, y, s_free, cost, coefficient):
         """`dC/dtheta - (dT/dtheta)^T v` with `v = ds*/dbeta`, as the gradient of one

@@ -5,20 +5,25 @@ from collections.abc import Sequence
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import jax.tree_util as jtu
 from jaxtyping import PRNGKeyArray
 
 from .._activations import AbstractActivation, SmoothClip
+from .._checks import check_integer, check_sizes
 from .._layers import AbstractPool, Conv2d, Dense, MaxPool
+from .._misc import is_complex_tree, tree_dot
 from ._base import layered_param_groups
 from ._energy import AbstractEnergyModel
-from ._mlp import check_float_dtype
+from ._mlp import check_float_dtype, check_weight_scale
 
 
 def _per_layer(value, n: int, name: str) -> tuple:
     """One value for every layer, or one per layer."""
     if isinstance(value, (list, tuple)):
         if len(value) != n:
-            raise ValueError(f"{name} needs one value per layer ({n}), got {len(value)}.")
+            raise ValueError(
+                f"EnergyConvNet: {name} needs one value per layer ({n}), got {len(value)}."
+            )
         return tuple(value)
     return (value,) * n
 
@@ -70,17 +75,23 @@ class EnergyConvNet(AbstractEnergyModel):
         dtype=None,
         key: PRNGKeyArray,
     ):
-        input_shape = tuple(int(n) for n in input_shape)
-        if len(input_shape) != 3 or min(input_shape) < 1:
-            raise ValueError(f"input_shape must be (height, width, channels), got {input_shape}.")
-        channels = tuple(int(c) for c in channels)
-        if not channels or min(channels) < 1:
-            raise ValueError(f"channels must list positive channel counts, got {channels}.")
-        if not (isinstance(num_classes, int) and num_classes >= 1):
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
+        owner = "EnergyConvNet"
+        input_shape = check_sizes(input_shape, "input_shape", owner=owner)
+        if len(input_shape) != 3:
+            raise ValueError(
+                f"{owner}: input_shape must be (height, width, channels), got {input_shape}."
+            )
+        channels = check_sizes(channels, "channels", owner=owner)
+        check_integer(num_classes, "num_classes", owner=owner)
+        check_weight_scale(weight_scale, owner)
         n = len(channels)
         kernels = _per_layer(kernel_sizes, n, "kernel_sizes")
+        for i, k in enumerate(kernels):
+            check_integer(k, f"kernel_sizes[{i}]" if n > 1 else "kernel_sizes", owner=owner)
         paddings = _per_layer(paddings, n, "paddings")
+        for pad in paddings:
+            if pad not in ("SAME", "VALID"):
+                raise ValueError(f'{owner}: paddings are "SAME" or "VALID", got {pad!r}.')
         pools = _per_layer(pooling, n, "pooling")
         for pool in pools:
             if not isinstance(pool, AbstractPool):
@@ -151,6 +162,47 @@ class EnergyConvNet(AbstractEnergyModel):
 
     def readout(self, s):
         return self.readout_layer(s[-1].reshape(-1))
+
+    def learning_signal_change(self, x, s0, s, nudge):
+        """`learning_signal(x, s, nudge) - learning_signal(x, s0, None)` without the
+        cancellation of two large batch averages, exactly, for any pooling. A coupling
+        term `<P(conv(s_a)), s_b>` has the weight gradient `conv^*(s_a, u)` with
+        `u = P'(conv(s_a))^T s_b`, bilinear in `(s_a, u)`: its change is
+        `conv^*(d_a, u) + conv^*(s0_a, u - u0)`, every operand small (`d = s - s0`, and
+        `u - u0` taken per element before any batch sum)."""
+        n = len(self.convs)
+
+        def cotangent(i, below, above):
+            _, vjp = jax.vjp(self.pools[i], self.convs[i].linear(below))
+            return vjp(above)[0]
+
+        def changes(s0_i, s_i):
+            out = []
+            for i in range(1, n):
+                u = cotangent(i, s_i[i - 1], s_i[i])
+                out.append((u, u - cotangent(i, s0_i[i - 1], s0_i[i])))
+            return out
+
+        consts = jax.lax.stop_gradient(jax.vmap(changes)(s0, s))
+
+        def energy_change(model, xi, s0_i, s_i, c, label):
+            d = jtu.tree_map(jnp.subtract, s_i, s0_i)
+            e = -tree_dot(model.drive(xi), d)
+            for i in range(1, n):
+                u, du = c[i - 1]
+                e = e - jnp.sum(model.convs[i].linear(d[i - 1]) * u)
+                e = e - jnp.sum(model.convs[i].linear(s0_i[i - 1]) * du)
+            if nudge is not None:
+                e = e + nudge.beta * nudge.cost(model.readout(s_i), label)
+            return e
+
+        labels = jnp.zeros(x.shape[0], jnp.int32) if nudge is None else nudge.label
+
+        def energies(model):
+            return jax.vmap(lambda *a: energy_change(model, *a))(x, s0, s, consts, labels)
+
+        complex_ = is_complex_tree((s, None if nudge is None else nudge.beta))
+        return self._mean_gradient(energies, complex_)
 
     def param_groups(self):
         return layered_param_groups(self, "convs")

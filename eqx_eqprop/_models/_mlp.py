@@ -6,6 +6,7 @@ import jax.numpy as jnp
 from jaxtyping import PRNGKeyArray
 
 from .._activations import AbstractActivation, Sigmoid
+from .._checks import check_real, check_sizes
 from .._layers import Dense
 from ._base import layered_param_groups
 from ._energy import AbstractEnergyModel
@@ -17,6 +18,11 @@ def check_float_dtype(dtype) -> jnp.dtype:
     if not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(f"dtype must be a real floating dtype, got {dtype}.")
     return dtype
+
+
+def check_weight_scale(value, owner: str) -> float:
+    """The init scale: a finite positive number (NaN or 0 would build useless weights)."""
+    return check_real(value, "weight_scale", minimum=0.0, strict=True, owner=owner)
 
 
 class EnergyMLP(AbstractEnergyModel):
@@ -54,14 +60,15 @@ class EnergyMLP(AbstractEnergyModel):
         dtype=None,
         key: PRNGKeyArray,
     ):
-        sizes = tuple(int(n) for n in layer_sizes)
-        if len(sizes) < 3 or min(sizes) < 1:
+        sizes = check_sizes(layer_sizes, "layer_sizes", owner="EnergyMLP")
+        if len(sizes) < 3:
             raise ValueError(
-                "layer_sizes must be (inputs, hidden..., classes) with at least one "
-                f"hidden layer and positive sizes, got {tuple(layer_sizes)}."
+                "EnergyMLP: layer_sizes must be (inputs, hidden..., classes) with at least one "
+                f"hidden layer, got {sizes}."
             )
         if not isinstance(activation, AbstractActivation):
             raise TypeError(f"activation must be an AbstractActivation, got {activation!r}.")
+        check_weight_scale(weight_scale, "EnergyMLP")
         dtype = check_float_dtype(dtype)
         keys = jax.random.split(key, len(sizes) - 1)
         self.layers = tuple(
@@ -85,6 +92,10 @@ class EnergyMLP(AbstractEnergyModel):
     @property
     def num_layers(self):
         return len(self.layers)
+
+    @property
+    def quadratic_coupling(self):
+        return True  # sum_l s_{l+1} . W_l s_l
 
     def init_state(self):
         return tuple(jnp.zeros(n, self.dtype) for n in self.layer_sizes[1:-1])
