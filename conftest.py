@@ -28,6 +28,8 @@ else:
 
 import pytest  # noqa: E402
 
+from eqx_eqprop.internal import release_compiled_programs  # noqa: E402
+
 # the three longest notebooks run with the long tests (`python -m pytest -m slow`), which
 # keeps the default run under 12 minutes on 2 cores; 00 and 04 run by default
 SLOW_NOTEBOOKS = {"01_gradient_exactness.ipynb", "02_oscillations.ipynb", "03_convnets.ipynb"}
@@ -38,3 +40,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.path.name in SLOW_NOTEBOOKS:
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    # a test worker compiles thousands of programs; past Linux's limit on memory
+    # mappings XLA's CPU compiler segfaults (two workers died so at 65k mappings):
+    # drop JAX's compiled programs once half the limit is used
+    release_compiled_programs(0.4)

@@ -408,7 +408,9 @@ def eval_batches(data: Dataset, batch_size: int, split: str = "test"):
 def prefetch(iterator: Iterator, size: int = 2, transform=None) -> Iterator:
     """Items of `iterator` prepared `size` ahead in a background thread (batching,
     augmentation and `transform`, e.g. the transfer to the devices, overlap with the
-    computation of the previous steps). Exceptions reach the consumer."""
+    computation of the previous steps). Exceptions reach the consumer. Closing the
+    generator (`contextlib.closing`, or its end) stops the thread and waits for it, so
+    no transfer outlives the loop that asked for it."""
     import queue
     import threading
 
@@ -443,6 +445,7 @@ def prefetch(iterator: Iterator, size: int = 2, transform=None) -> Iterator:
             yield item
     finally:
         stop.set()
+        thread.join()
 
 
 @dataclasses.dataclass

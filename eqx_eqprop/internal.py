@@ -40,6 +40,10 @@ from ._models import vector_field_from_energy_mlp as vector_field_from_energy_ml
 from ._models._vector_field import transposed_weight as transposed_weight  # noqa: E402
 from ._relaxation import discrete_noise as discrete_noise, relaxation_stats as relaxation_stats
 from ._results import combine_results as combine_results
+from ._runtime import (
+    memory_mappings as memory_mappings,
+    release_compiled_programs as release_compiled_programs,
+)
 from ._training import (
     REGISTRY as REGISTRY,
     as_model_input as as_model_input,

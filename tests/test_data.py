@@ -218,3 +218,22 @@ def test_prefetch_keeps_the_order_and_passes_errors():
     # a consumer that stops early does not wait for the rest
     first = next(iter(data.prefetch(iter(range(10**6)))))
     assert first == 0
+
+
+def test_a_closed_prefetch_stops_its_thread_and_transfers_nothing_more():
+    import contextlib
+    import threading
+    import time
+
+    calls = []
+    before = threading.active_count()
+    placed = data.prefetch(iter(range(10**6)), size=2, transform=lambda v: calls.append(v) or v)
+    with pytest.raises(RuntimeError, match="consumer stopped"):
+        with contextlib.closing(placed):
+            for v in placed:
+                if v == 3:
+                    raise RuntimeError("consumer stopped")
+    assert threading.active_count() == before  # the thread was joined, not left running
+    done = len(calls)
+    time.sleep(0.3)
+    assert len(calls) == done <= 4 + 2  # what was asked for, and at most the queue ahead

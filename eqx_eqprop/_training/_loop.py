@@ -2,6 +2,7 @@
 interval, evaluation and an atomic checkpoint at the end of every epoch, hooks for
 the rest (progress bar, printing, your own)."""
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -17,6 +18,7 @@ from tqdm import tqdm
 
 from .._data import Dataset, check_dataset, eval_batches, prefetch, train_batches
 from .._models import AbstractModel
+from .._runtime import release_compiled_programs
 from ._build import (
     build_cost,
     build_data,
@@ -369,15 +371,18 @@ class _Run:
         placed = prefetch(
             batches, transform=lambda b: self.placement.put_batch(self.model_input(b[0]), b[1])
         )
-        for xb, yb in placed:
-            if stop_after_steps is not None and steps_this_call >= stop_after_steps:
-                raise _Stopped
-            self.state, acc = self.step_fn(self.state, acc, xb, yb)
-            self.step, self.batch, pending = self.step + 1, self.batch + 1, pending + 1
-            steps_this_call += 1
-            if pending >= log_every or self.batch == self.per_epoch:
-                self.log(acc)
-                acc, pending = self.zeros, 0
+        # closed on any exit (a stop, a divergence, a failed write): its thread must not go
+        # on transferring batches while the caller compiles and runs other programs
+        with contextlib.closing(placed):
+            for xb, yb in placed:
+                if stop_after_steps is not None and steps_this_call >= stop_after_steps:
+                    raise _Stopped
+                self.state, acc = self.step_fn(self.state, acc, xb, yb)
+                self.step, self.batch, pending = self.step + 1, self.batch + 1, pending + 1
+                steps_this_call += 1
+                if pending >= log_every or self.batch == self.per_epoch:
+                    self.log(acc)
+                    acc, pending = self.zeros, 0
         return steps_this_call
 
     def log(self, acc) -> None:
@@ -437,6 +442,9 @@ class _Run:
             warn_failed(self.cfg, self.epoch + 1, record, int(self.epoch_sums["count"]))
         self.history.append(record)
         self.epoch, self.batch, self.epoch_sums = self.epoch + 1, 0, {}
+        # a long process (a sweep in a notebook) must not run out of memory mappings,
+        # which XLA's CPU compiler answers with a segfault (eqx_eqprop._runtime)
+        release_compiled_programs()
         self.checkpoint({"epoch": self.epoch, "batch": 0, "step": self.step})
         for hook in self.hooks:
             hook.on_epoch_end(record, self.state.model)
@@ -466,6 +474,7 @@ def train(
 
     Returns `{"model", "history", "final", "run_dir", "state"}`.
     """
+    release_compiled_programs()
     if jax.process_index() == 0:
         _prepare_run_dir(cfg, cfg.run_dir, resume)
     data = data if data is not None else build_data(cfg)
