@@ -78,3 +78,25 @@ ALL_ESTIMATORS = {
     "holomorphic": ep.HolomorphicEP(beta=0.1, num_phases=4),
     "oscillating": ep.OscillatingEP(beta=0.1, period=20),
 }
+
+
+def tiny_run(out_dir, name="tiny", **changes):
+    """A small training configuration on the embedded digits: 64-8-10 MLP, symmetric EP
+    with 6 fixed steps, batch 128 (11 steps an epoch), 2 epochs, a read and a checkpoint
+    every 4 steps into `out_dir`; `changes` are dotted settings."""
+    cfg = ep.TrainConfig(
+        {
+            "name": name,
+            "data": {"kind": "digits", "batch_size": 128, "eval_batch_size": 359},
+            "model": {"kind": "mlp", "hidden": [8]},
+            "estimator": {"kind": "symmetric", "beta": 0.2, "error_tolerance": "none"},
+            "relaxation": {"kind": "fixed_point", "max_steps": 6, "rtol": "none", "atol": "none"},
+            "optimizer": {"kind": "sgd", "lr": 0.1},
+            "loop": {"epochs": 2, "log_every": 4, "checkpoint_every": 4, "out_dir": str(out_dir)},
+        }
+    )
+    return cfg.update(changes)
+
+
+def train_quietly(cfg, data, **kw):
+    return ep.train(cfg, data=data, progress=False, verbose=False, **kw)

@@ -209,7 +209,7 @@ def test_adaptive_radius_grows_back_on_a_contractive_network():
 
 
 def test_adaptive_radius_arguments_and_noise():
-    with pytest.raises(ValueError, match="target_error must be in"):
+    with pytest.raises(ValueError, match="target_error must be a finite positive number"):
         ep.HolomorphicEP(0.4, 4, target_error=0.0)
     with pytest.raises(ValueError, match="needs num_phases >= 2"):
         ep.HolomorphicEP(0.4, 1, target_error=0.01)

@@ -25,10 +25,15 @@ SCRIPT = textwrap.dedent(
                       digits.x_test[:64], digits.y_test[:64], 10)
     out = {}
     for devices in (1, 2):
+        # the preset's adaptive radius (estimator state) with short fixed-step phases
         cfg = ep.get_preset("digits-hep").update({
             "name": f"dp{devices}", "model.hidden": [16, 12], "data.batch_size": 64,
             "data.eval_batch_size": 64, "loop.epochs": 1, "loop.devices": devices,
-            "loop.out_dir": sys.argv[1] + "/{name}",
+            "loop.out_dir": sys.argv[1] + "/{name}", "estimator.max_retries": 1,
+            "estimator.num_phases": 2,
+            "relaxation": {"kind": "even_odd", "max_steps": 20, "rtol": "none", "atol": "none"},
+            "nudged_relaxation": {"kind": "even_odd", "max_steps": 8, "rtol": "none",
+                                  "atol": "none"},
         })
         result = ep.train(cfg, data=data, progress=False, verbose=False)
         leaves = jax.tree_util.tree_leaves(eqx.filter(result["model"], eqx.is_inexact_array))

@@ -71,7 +71,7 @@ def test_holomorphic_beta_is_a_radius():
 
 @pytest.mark.parametrize("n", [0, -2, 2.5, True])
 def test_num_phases_must_be_a_positive_integer(n):
-    with pytest.raises(ValueError, match="num_phases must be an integer >= 1"):
+    with pytest.raises(ValueError, match="num_phases must be a positive integer"):
         ep.HolomorphicEP(0.1, n)
 
 

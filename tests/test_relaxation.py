@@ -97,7 +97,7 @@ def test_relaxation_argument_checks():
         ep.FixedPointRelaxation(rtol=None, atol=1e-6)
     with pytest.raises(ValueError, match="damping"):
         ep.FixedPointRelaxation(damping=1.0)
-    with pytest.raises(ValueError, match="not both zero"):
+    with pytest.raises(ValueError, match="must not both be zero"):
         ep.ODERelaxation(rtol=0.0, atol=0.0)
 
 

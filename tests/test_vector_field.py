@@ -215,7 +215,7 @@ def test_transposed_convolution_is_the_adjoint():
     conv = ep.Conv2d(3, 4, 3, use_bias=False, dtype=jnp.float64, key=jax.random.key(0))
     u = jax.random.normal(jax.random.key(1), (5, 6, 3), jnp.float64)
     v = jax.random.normal(jax.random.key(2), (5, 6, 4), jnp.float64)
-    from eqx_eqprop._models._vector_field import transposed_weight
+    from eqx_eqprop.internal import transposed_weight
 
     back = ep.Conv2d(4, 3, 3, dtype=jnp.float64, key=jax.random.key(3))
     back = eqx.tree_at(lambda c: c.weight, back, transposed_weight(conv))
