@@ -276,6 +276,21 @@ def test_a_crash_between_the_checkpoint_files_loses_and_repeats_no_metrics_line(
     killed = tmp_path / "killed"
     assert len((killed / "metrics.jsonl").read_text().splitlines()) == 1  # ahead of the commit
     (killed / ".checkpoint.json.x1y2.tmp").write_bytes(b"{")  # a kill -9 inside a write
+
+    def crash_at_the_next_model_file(src, dst):
+        if str(dst).endswith(".eqx"):
+            raise _Crash
+        return replace(src, dst)
+
+    # a resume that dies before its first checkpoint: metrics.jsonl already agrees with
+    # the committed checkpoint (step 8, no epoch finished)
+    monkeypatch.setattr(os, "replace", crash_at_the_next_model_file)
+    with pytest.raises(_Crash):
+        run(cfg, digits)
+    monkeypatch.undo()
+    committed = json.loads((killed / "checkpoint.json").read_text())
+    assert committed["progress"]["step"] == 8 and committed["history"] == []
+    assert (killed / "metrics.jsonl").read_text() == ""
     resumed = run(cfg, digits)
     lines = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
     assert [line["epoch"] for line in lines] == [1, 2]
