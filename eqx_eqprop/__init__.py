@@ -84,6 +84,7 @@ from ._training import (
     TrainingDiverged as TrainingDiverged,
     TrainState as TrainState,
     get_preset as get_preset,
+    initialize_distributed as initialize_distributed,
     load_trained_model as load_trained_model,
     make_train_step as make_train_step,
     preset_names as preset_names,

@@ -19,6 +19,7 @@ from ._config import (
     get_preset as get_preset,
     preset_names as preset_names,
 )
+from ._devices import initialize_distributed as initialize_distributed
 from ._loop import (
     Hook as Hook,
     Printer as Printer,

@@ -6,9 +6,12 @@ accuracies (about a minute on 2 CPU cores, offline).
 """
 
 import argparse
+import os
 import sys
 import time
 import tomllib
+
+import jax
 
 from ._config import SECTIONS, TrainConfig, get_preset, preset_names
 from ._registry import kinds
@@ -55,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--coordinator", help="multi-host: HOST:PORT of process 0 (every host)")
     p.add_argument("--num-processes", type=int, help="multi-host: number of processes")
     p.add_argument("--process-id", type=int, help="multi-host: this process's index")
+    p.add_argument(
+        "--coordinator-timeout",
+        type=float,
+        default=120.0,
+        help="multi-host: seconds to wait for the coordinator and the other processes",
+    )
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--list-presets", action="store_true")
@@ -143,11 +152,25 @@ def _list_presets() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    status = _run(args)
+    if status and jax.process_count() > 1:
+        # the other processes may be gone: JAX's exit handler would wait for them at its
+        # shutdown barrier for minutes, so leave at once
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
+
+
+def _run(args: argparse.Namespace) -> int:
     from ._devices import initialize_distributed
     from ._loop import TrainingDiverged, train
 
-    initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    cfg = None
     try:
+        initialize_distributed(
+            args.coordinator, args.num_processes, args.process_id, args.coordinator_timeout
+        )
         if args.list_presets:
             _list_presets()
             return 0
@@ -162,6 +185,19 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as e:
         print(f"eqprop-train: training diverged: {e}", file=sys.stderr)
         return 1
+    except jax.errors.JaxRuntimeError as e:
+        if jax.process_count() == 1:
+            raise
+        first = str(e).strip().splitlines()[0]
+        where = f" ({cfg.run_dir / 'checkpoint.json'})" if cfg is not None else ""
+        print(
+            f"eqprop-train: process {jax.process_index()} of {jax.process_count()}: an "
+            f"exchange with the other processes failed ({first}). Another process of the "
+            "run has stopped or cannot be reached: see its output. Start the same commands "
+            f"again on every process to resume from the last checkpoint{where}.",
+            file=sys.stderr,
+        )
+        return 2
     except (ValueError, TypeError, OSError, RuntimeError) as e:  # OSError: a file or disk
         print(f"eqprop-train: {e}", file=sys.stderr)
         return 2

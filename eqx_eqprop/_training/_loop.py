@@ -44,7 +44,7 @@ from ._checkpoint import (
     state_rest,
 )
 from ._config import HARMLESS, TrainConfig
-from ._devices import Placement
+from ._devices import Placement, barrier, check_same_on_every_process, fingerprint
 from ._step import (
     accumulate,
     empty_accumulator,
@@ -176,11 +176,13 @@ def evaluate(
     """Mean loss, top-1 and top-5 accuracy, and free-phase residual and steps over the
     test split; the sums stay on the device until the end."""
     placement = placement or Placement(1)
-    sums = empty_eval_sums()
+    sums = placement.replicate(empty_eval_sums())
     for i, (xb, yb, n) in enumerate(eval_batches(data, batch_size)):
         valid = np.arange(len(xb)) < n
-        xb, yb, valid = placement.put_batch(as_model_input(model, xb), yb, valid)
-        sums = eval_step(model, xb, yb, valid, jax.random.fold_in(key, i), sums)
+        xb, yb, valid = placement.put_global_batch(as_model_input(model, xb), yb, valid)
+        sums = eval_step(
+            model, xb, yb, valid, placement.replicate(jax.random.fold_in(key, i)), sums
+        )
     read = read_device(sums)
     count = max(float(read["count"]), 1.0)
     out = {
@@ -199,13 +201,9 @@ def evaluate(
 # ------------------------------------------------------------------------------ loop
 
 
-def _prepare_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool) -> None:
-    """Check a resumed run's configuration, clear what a fresh run replaces and what
-    interrupted writes left behind, and write `config.json`."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise CheckpointError(f"cannot create the run directory {run_dir} ({e.strerror}).") from e
+def _check_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool) -> None:
+    """Refuse to resume a run directory that holds another configuration (read only:
+    every process checks, process 0 alone writes)."""
     config_path = run_dir / "config.json"
     saved_config = read_json(config_path) if resume else None
     if saved_config is not None:
@@ -220,12 +218,21 @@ def _prepare_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool) -> None:
                 f"{run_dir} holds a run with a different configuration ({', '.join(changed)}); "
                 "use another output directory, or resume=False (--fresh) to start over."
             )
+
+
+def _prepare_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool) -> None:
+    """Clear what a fresh run replaces and what interrupted writes left behind, and
+    write `config.json` (process 0)."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CheckpointError(f"cannot create the run directory {run_dir} ({e.strerror}).") from e
     meta = read_meta(run_dir) if resume else None
     if meta is None:  # a fresh start: nothing of an earlier run is kept
         for name in ("checkpoint.json", "metrics.jsonl"):
             (run_dir / name).unlink(missing_ok=True)
     remove_leftovers(run_dir, meta)
-    atomic_write(config_path, json.dumps(cfg.to_dict(), indent=1).encode())
+    atomic_write(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=1).encode())
 
 
 def _flatten(tree: dict, prefix="") -> dict:
@@ -335,6 +342,12 @@ class _Run:
             self.epoch_sums = progress.get("epoch_sums", {})
             if self.placement.writes:  # the metrics of the committed checkpoint, exactly
                 atomic_write(self.run_dir / "metrics.jsonl", metrics_text(self.history))
+        check_same_on_every_process(
+            np.array([int(restored[1]["step"]) if restored else -1], np.int32),
+            "resumed from another checkpoint (or none)",
+            f"every process must see the run directory {self.run_dir} that process 0 "
+            "writes (a shared filesystem).",
+        )
         self.state = self.placement.replicate(self.state)
         self.step = int(read_device(self.state.step))
         self.last_checkpoint = self.step
@@ -354,7 +367,7 @@ class _Run:
         self.eval_step = make_eval_step(relaxation, cost)
         self.eval_key = jax.random.fold_in(jax.random.key(self.seed), 2)
         shapes = eqx.filter_eval_shape(train_step, self.state, x0, y0)[1]
-        self.zeros = empty_accumulator(shapes)
+        self.zeros = self.placement.replicate(empty_accumulator(shapes))
 
     def train_epoch(self, stop_after_steps: int | None, steps_this_call: int) -> int:
         """The epoch's remaining batches; returns the steps taken so far in this call."""
@@ -438,7 +451,7 @@ class _Run:
             self.placement,
         )
         record = _epoch_record(self.epoch, self.step, test, self.epoch_sums, seconds)
-        if record.get("failed_steps"):
+        if record.get("failed_steps") and self.placement.writes:
             warn_failed(self.cfg, self.epoch + 1, record, int(self.epoch_sums["count"]))
         self.history.append(record)
         self.epoch, self.batch, self.epoch_sums = self.epoch + 1, 0, {}
@@ -475,12 +488,26 @@ def train(
     Returns `{"model", "history", "final", "run_dir", "state"}`.
     """
     release_compiled_programs()
-    if jax.process_index() == 0:
-        _prepare_run_dir(cfg, cfg.run_dir, resume)
     data = data if data is not None else build_data(cfg)
     data = with_augmentation(data, cfg.data.get("augment"))
     check_dataset(data)
-    hooks = [*(ProgressBar(),) * progress, *(Printer(cfg.name),) * verbose, *hooks]
+    check_same_on_every_process(
+        fingerprint(cfg.to_dict(), resume, data.y_train, data.y_test, data.x_train[:64]),
+        "were started with another configuration or other data",
+        "start every process with the same command (preset, config file, --set flags, "
+        "--fresh) and the same data files.",
+    )
+    _check_run_dir(cfg, cfg.run_dir, resume)
+    if jax.process_index() == 0:
+        _prepare_run_dir(cfg, cfg.run_dir, resume)
+    barrier("eqx_eqprop run directory ready")
+    # one progress bar and one line per epoch: process 0's
+    talk = jax.process_index() == 0
+    hooks = [
+        *(ProgressBar(),) * (progress and talk),
+        *(Printer(cfg.name),) * (verbose and talk),
+        *hooks,
+    ]
     run = _Run(cfg, data, resume, hooks)
     for hook in hooks:
         hook.on_start(cfg, run.epoch, run.step, run.per_epoch)
