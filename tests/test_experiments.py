@@ -113,3 +113,30 @@ def test_checkpoint_gradient_measures_a_trained_runs_gradient(tmp_path, capsys, 
     assert abs(tight["relative_error"] - converged["relative_error"]) < 1e-3, record
     with pytest.raises(FileNotFoundError, match="no config.json"):
         module.main([str(tmp_path)])
+
+
+MNIST = ROOT.parent / "shared" / "data" / "mnist"
+
+
+@pytest.mark.slow  # a float64 reference and three float32 gradients of a narrow VGG-4
+@pytest.mark.skipif(not MNIST.is_dir(), reason="needs ../shared/data/mnist")
+def test_conv_fidelity_ranks_settings_against_the_exact_gradient(tmp_path):
+    fidelity = load("conv_fidelity")
+    record = fidelity.main(
+        [
+            "--channels", "4", "8", "8", "8", "--batch", "2", "--pool", "4",
+            "--max-steps", "500", "--settings", "paper", "eo:20/8", "eo:2/1",
+            "--out", str(tmp_path / "fidelity.json"),
+        ]
+    )  # fmt: skip
+    settings = record["settings"]
+    assert record["reference_unconverged"] == 0 and record["pool_cycling"] <= 2
+    assert settings["paper"]["sweeps_per_step"] == 250 + 3 * 60  # N = 4: 3 phases relaxed
+    assert settings["eo:20/8"]["sweeps_per_step"] == 20 + 3 * 8
+    # softmax pooling at initialisation relaxes in a few sweeps: both budgets are exact,
+    # while 2 and 1 sweeps are not
+    assert settings["paper"]["cosine"] > 0.9999 and settings["eo:20/8"]["cosine"] > 0.9999
+    assert settings["eo:2/1"]["relative_error"] > 10 * settings["eo:20/8"]["relative_error"]
+    assert (
+        json.loads((tmp_path / "fidelity.json").read_text())["settings"].keys() == settings.keys()
+    )
