@@ -5,6 +5,7 @@ TOML file, a `--set` flag) and never deep inside Python or XLA."""
 import math
 import numbers
 from collections.abc import Sequence
+from typing import Literal, TypeGuard, overload
 
 
 def describe(value) -> str:
@@ -30,7 +31,7 @@ def is_integer(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def is_real(value) -> bool:
+def is_real(value) -> TypeGuard[numbers.Real]:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
@@ -42,6 +43,32 @@ def check_integer(value, name: str, *, minimum: int | None = 1, owner: str = "")
         )
         raise ValueError(f"{_prefix(owner)}{name} must be {need}, got {describe(value)}.")
     return int(value)
+
+
+@overload
+def check_real(
+    value,
+    name: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    strict: bool = False,
+    optional: Literal[False] = False,
+    owner: str = "",
+) -> float: ...
+
+
+@overload
+def check_real(
+    value,
+    name: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    strict: bool = False,
+    optional: bool,
+    owner: str = "",
+) -> float | None: ...
 
 
 def check_real(
@@ -58,11 +85,12 @@ def check_real(
     or `None` when `optional`."""
     if value is None and optional:
         return None
-    ok = is_real(value) and math.isfinite(value)
+    number = float(value) if is_real(value) else math.nan
+    ok = math.isfinite(number)
     if ok and minimum is not None:
-        ok = value > minimum if strict else value >= minimum
+        ok = number > minimum if strict else number >= minimum
     if ok and maximum is not None:
-        ok = value <= maximum
+        ok = number <= maximum
     if not ok:
         if minimum is not None and maximum is not None:
             need = f"in {'(' if strict else '['}{minimum:g}, {maximum:g}]"
@@ -77,7 +105,7 @@ def check_real(
         if optional:
             need += " or None"
         raise ValueError(f"{_prefix(owner)}{name} must be {need}, got {describe(value)}.")
-    return float(value)
+    return number
 
 
 def check_sizes(value, name: str, *, minimum_length: int = 1, owner: str = "") -> tuple[int, ...]:

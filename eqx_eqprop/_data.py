@@ -5,8 +5,9 @@ preprocessing and augmentation of the reference papers, and deterministic batchi
 import dataclasses
 import gzip
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +48,7 @@ class Dataset:
         x = x.astype(np.float32)
         if self.pixel_max != 1.0:
             x = x / np.float32(self.pixel_max)
-        if self.mean is not None:
+        if self.mean is not None and self.std is not None:
             x = (x - self.mean.astype(np.float32)) / self.std.astype(np.float32)
         return x
 
@@ -76,7 +77,7 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     download). Pixels scaled to [0, 1]; a fixed, seeded stratified-by-shuffle split."""
     from sklearn.datasets import load_digits as sk_digits
 
-    data = sk_digits()
+    data: Any = sk_digits()
     x = (data.images / 16.0).astype(np.float32)[..., None]
     y = data.target.astype(np.int32)
     order = np.random.default_rng(seed).permutation(len(x))
@@ -243,7 +244,7 @@ def load_tfds(
         raise ValueError(f"unknown TFDS dataset {name!r}; valid: {', '.join(TFDS_DATASETS)}.")
     tfds_name, test_split, normalise, augment = TFDS_DATASETS[name]
     try:
-        sources = tfds.data_source(
+        sources: Any = tfds.data_source(
             tfds_name,
             split=["train", test_split],
             data_dir=None if data_dir is None else os.fspath(data_dir),
@@ -292,10 +293,11 @@ def _declared_classes(source) -> int | None:
 
 def _causes(e: BaseException):
     seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        yield e
-        e = e.__cause__ or e.__context__
+    cause: BaseException | None = e
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        yield cause
+        cause = cause.__cause__ or cause.__context__
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
@@ -405,7 +407,7 @@ def eval_batches(data: Dataset, batch_size: int, split: str = "test"):
         yield xb, yb, n
 
 
-def prefetch(iterator: Iterator, size: int = 2, transform=None) -> Iterator:
+def prefetch(iterator: Iterator, size: int = 2, transform=None) -> Generator:
     """Items of `iterator` prepared `size` ahead in a background thread (batching,
     augmentation and `transform`, e.g. the transfer to the devices, overlap with the
     computation of the previous steps). Exceptions reach the consumer. Closing the

@@ -6,6 +6,7 @@ Parameters are real; states may be complex, and a complex state is multiplied as
 real products rather than by promoting the weights (half the work).
 """
 
+import abc
 import math
 from typing import ClassVar
 
@@ -197,6 +198,10 @@ class AbstractPool(eqx.Module):
 
     def __check_init__(self):
         check_integer(self.window, "window", owner=type(self).__name__)
+
+    @abc.abstractmethod
+    def __call__(self, v: Inexact[Array, "height width channels"]) -> Inexact[Array, "h w c"]:
+        """The pooled state `(height / window, width / window, channels)`."""
 
 
 class IdentityPool(AbstractPool):

@@ -1,5 +1,8 @@
 """Small pytree helpers shared by the modules. Not public."""
 
+import functools
+import operator
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -10,7 +13,7 @@ from jaxtyping import Array, PRNGKeyArray, PyTree
 def tree_dot(a: PyTree[Array], b: PyTree[Array]) -> Array:
     """Bilinear `sum_i a_i b_i` over all leaves: no complex conjugation (holomorphic)."""
     terms = jtu.tree_leaves(jtu.tree_map(lambda u, v: jnp.sum(u * v), a, b))
-    return sum(terms[1:], terms[0])
+    return functools.reduce(operator.add, terms)
 
 
 def tree_max_abs(a: PyTree[Array]) -> Array:

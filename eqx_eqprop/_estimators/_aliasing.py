@@ -2,6 +2,8 @@
 2022): the decay of the Fourier coefficients of the phase samples says how far the
 circle |beta| is from the nearest singularity of beta -> s*_beta."""
 
+from typing import Any
+
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
@@ -48,9 +50,11 @@ def aliasing_estimate(
         (conjugated if conj else plain)[:, row] += dft[:, m]
     # with d = r + i q: plain d + conjugated conj(d) = (plain + conj.) r + i (plain - conj.) q
     on_real, on_imag = plain + conjugated, 1j * (plain - conjugated)
-    sq = 0
+    sq: Any = 0
     for groups in zip(*[jtu.tree_leaves(g) for g in unique]):
-        c_re, c_im, start = 0, 0, 0
+        c_re: Any = 0
+        c_im: Any = 0
+        start = 0
         for g in groups:
             # coefficient = A r + B q with r, q the real and imaginary parts of the
             # rows, in real matmuls (XLA's complex matmul on CPU is several times
@@ -59,12 +63,12 @@ def aliasing_estimate(
             start += g.shape[0]
             g = g.reshape(g.shape[0], -1)
             r = jnp.real(g)
-            c_re = c_re + jnp.asarray(on_real.real[:, rows], r.dtype) @ r
-            c_im = c_im + jnp.asarray(on_real.imag[:, rows], r.dtype) @ r
+            c_re = c_re + jnp.asarray(np.real(on_real)[:, rows], r.dtype) @ r
+            c_im = c_im + jnp.asarray(np.imag(on_real)[:, rows], r.dtype) @ r
             if jnp.iscomplexobj(g):
                 q = jnp.imag(g)
-                c_re = c_re + jnp.asarray(on_imag.real[:, rows], q.dtype) @ q
-                c_im = c_im + jnp.asarray(on_imag.imag[:, rows], q.dtype) @ q
+                c_re = c_re + jnp.asarray(np.real(on_imag)[:, rows], q.dtype) @ q
+                c_im = c_im + jnp.asarray(np.imag(on_imag)[:, rows], q.dtype) @ q
         sq = sq + jnp.sum(c_re**2 + c_im**2, axis=1)
     norms = jnp.sqrt(jnp.concatenate([sq[1:], sq[:1]]))  # m_1..m_N (m_N: DFT_0 - f(0))
     eps = jnp.finfo(norms.dtype).eps

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
+from jax.core import Tracer
 from jaxtyping import Array, PyTree
 
 from .._checks import check_integer, check_real
@@ -67,7 +68,7 @@ def check_beta(beta, name: str, positive: bool = False) -> Array:
     """`beta` as an array, after checking a concrete value (on the host: a Python or
     NumPy number is never sent to the device to be checked); a traced one (a sweep
     under jit or vmap) passes through."""
-    if isinstance(beta, jax.core.Tracer):
+    if isinstance(beta, Tracer):
         return beta
     host = np.asarray(beta)
     if host.shape != () or np.iscomplexobj(host) or not np.issubdtype(host.dtype, np.number):
@@ -271,7 +272,8 @@ class AbstractPhaseEstimator(AbstractEstimator):
                     "estimate, which noisy dynamics blur with their noise; use a fixed beta "
                     "(target_error=None) with noise."
                 )
-            floor = self.min_radius_fraction * jnp.abs(beta)
+            # the adaptive estimators declare it (with target_error and max_retries)
+            floor = getattr(self, "min_radius_fraction") * jnp.abs(beta)
             radius = jnp.clip(jnp.asarray(state, beta.dtype), floor, jnp.abs(beta))
             samples, radius, retries = self._adapt(sample, radius, target, floor)
             grow = self._factor(samples, target, grow=True)
@@ -308,7 +310,7 @@ class AbstractPhaseEstimator(AbstractEstimator):
 
         def cond(carry):
             radius, _, best, _, retries = carry
-            return bad(best) & (retries < self.max_retries) & (radius > floor)
+            return bad(best) & (retries < getattr(self, "max_retries")) & (radius > floor)
 
         def body(carry):
             radius, samples, best, best_radius, retries = carry
@@ -439,7 +441,8 @@ class HolomorphicEP(AbstractPhaseEstimator):
     """
 
     beta: Array = beta_field("HolomorphicEP")
-    num_phases: int = eqx.field(static=True)
+    # beta_field has no default, which pyright cannot see through the helper
+    num_phases: int = eqx.field(static=True)  # pyright: ignore[reportGeneralTypeIssues]
     error_tolerance: float | None = eqx.field(static=True, default=0.05)
     target_error: float | None = eqx.field(static=True, default=None)
     max_retries: int = eqx.field(static=True, default=3)

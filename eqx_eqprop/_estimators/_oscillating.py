@@ -1,6 +1,7 @@
 """Continuous holomorphic EP: a rotating teaching signal, no separate phases."""
 
 import math
+from typing import cast
 
 import equinox as eqx
 import jax
@@ -12,7 +13,7 @@ from .._checks import check_integer, check_real
 from .._costs import CrossEntropy
 from .._inference import check_inputs, mean_cost
 from .._misc import complex_dtype, sample_keys, tree_astype
-from .._models import Dynamics, Nudge
+from .._models import AbstractEnergyModel, Dynamics, Nudge
 from .._relaxation import FixedPointRelaxation, relaxation_stats
 from .._results import RESULTS, combine_results
 from ._base import AbstractEstimator, GradientInfo
@@ -110,11 +111,12 @@ class OscillatingEP(AbstractEstimator):
     def step(self, model, x, y, state, *, relaxation, nudged_relaxation, cost, key):
         del nudged_relaxation
         step, s0, drives = self._stepper(model, x, y, relaxation, cost, key)
+        energy_model = cast(AbstractEnergyModel, model)  # require_energy_model checked it
         frozen = jax.lax.stop_gradient(model)
 
         def signal(s, b):
             # d/dtheta Re(F(theta, s, b) / b), batch mean: one real backward pass per step
-            return model.learning_signal(x, s, Nudge(b, y, cost), weight=1 / b)
+            return energy_model.learning_signal(x, s, Nudge(b, y, cost), weight=1 / b)
 
         warm = self.warmup_periods * self.period
         s_warm = jax.lax.fori_loop(0, warm, lambda t, s: step(t, s)[0], s0)

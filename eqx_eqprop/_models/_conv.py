@@ -150,8 +150,10 @@ class EnergyConvNet(AbstractEnergyModel):
         return self.pools[i](self.convs[i].linear(v))
 
     def drive(self, x):
-        first = self._feed(0, x) + self.convs[0].bias[None, None, :]
-        rest = (jnp.broadcast_to(c.bias, s) for c, s in zip(self.convs[1:], self.state_shapes[1:]))
+        biases = [c.bias for c in self.convs if c.bias is not None]
+        assert len(biases) == len(self.convs)  # every coupling of the net has one
+        first = self._feed(0, x) + biases[0][None, None, :]
+        rest = (jnp.broadcast_to(b, s) for b, s in zip(biases[1:], self.state_shapes[1:]))
         return (first, *rest)
 
     def coupling(self, s):

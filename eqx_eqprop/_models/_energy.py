@@ -112,9 +112,10 @@ class AbstractEnergyModel(AbstractModel):
         def energies(model):
             if nudge is None:
                 return jax.vmap(lambda xi, si: model.energy(xi, si, None))(x, s)
-            return jax.vmap(
-                lambda xi, si, yi: model.energy(xi, si, Nudge(nudge.beta, yi, nudge.cost))
-            )(x, s, nudge.label)
+            beta, cost = nudge.beta, nudge.cost
+            return jax.vmap(lambda xi, si, yi: model.energy(xi, si, Nudge(beta, yi, cost)))(
+                x, s, nudge.label
+            )
 
         complex_ = is_complex_tree((s, None if nudge is None else nudge.beta))
         return self._mean_gradient(energies, complex_, weight)
@@ -143,10 +144,9 @@ class AbstractEnergyModel(AbstractModel):
         def energies(model):
             if nudge is None:
                 return jax.vmap(lambda xi, a, b: model.energy_change(xi, a, b, None))(x, s0, s)
+            beta, cost = nudge.beta, nudge.cost
             return jax.vmap(
-                lambda xi, a, b, yi: model.energy_change(
-                    xi, a, b, Nudge(nudge.beta, yi, nudge.cost)
-                )
+                lambda xi, a, b, yi: model.energy_change(xi, a, b, Nudge(beta, yi, cost))
             )(x, s0, s, nudge.label)
 
         complex_ = is_complex_tree((s, None if nudge is None else nudge.beta))

@@ -66,13 +66,13 @@ class AndersonRelaxation(AbstractRelaxation):
 
     def _solve(self, fn, y0, dynamics):
         solver = _Anderson(
-            self.history,
-            self.rtol,
-            self.atol,
-            self.mixing,
-            self.regularisation,
-            self.growth,
-            self.patience,
+            m=self.history,
+            rtol=self.rtol,
+            atol=self.atol,
+            mixing=self.mixing,
+            reg=self.regularisation,
+            growth=self.growth,
+            patience=self.patience,
         )
         sol = optx.fixed_point(
             fn, solver, y0, dynamics, max_steps=self.max_steps, adjoint=self.adjoint, throw=False

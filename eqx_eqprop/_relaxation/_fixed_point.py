@@ -116,7 +116,7 @@ class AbstractDiscreteRelaxation(AbstractRelaxation):
         return s, jnp.array(self.max_steps), RESULTS.successful
 
     def _solve(self, fn, y0, dynamics):
-        solver = _Iteration(self.rtol, self.atol, self.damping)
+        solver = _Iteration(rtol=self.rtol, atol=self.atol, damp=self.damping)
         sol = optx.fixed_point(
             fn, solver, y0, dynamics, max_steps=self.max_steps, adjoint=self.adjoint, throw=False
         )

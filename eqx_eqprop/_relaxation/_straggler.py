@@ -58,7 +58,7 @@ class StragglerRelaxation(AbstractRelaxation):
                 f"{name}: the relaxation must have a max_steps budget and a tolerance, got "
                 f"{type(self.relaxation).__name__}."
             )
-        if self.relaxation.rtol is None:
+        if getattr(self.relaxation, "rtol") is None:
             raise ValueError(
                 f"{name}: the relaxation runs a fixed number of steps (rtol = atol = None), "
                 "so no sample is ever unconverged; give it a tolerance."

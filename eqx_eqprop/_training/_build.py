@@ -2,6 +2,7 @@
 cost and optimiser, each through the registry."""
 
 import math
+from typing import Any
 
 import jax
 import optax
@@ -98,7 +99,9 @@ def build_optimizer(
                 f"optimizer.group_lrs names unknown parameter groups {unknown}; this "
                 f"model's groups are {groups}."
             )
-        transforms = {g: base(group_lrs.get(g, opt["lr"])) for g in groups}
+        transforms: dict[Any, optax.GradientTransformation] = {
+            g: base(group_lrs.get(g, opt["lr"])) for g in groups
+        }
         tx = optax.multi_transform(transforms, labels)
     else:
         tx = base(opt["lr"])

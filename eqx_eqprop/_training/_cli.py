@@ -31,7 +31,7 @@ SHORTCUTS = {  # flag -> setting
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="eqprop-train",
-        description=__doc__.splitlines()[0],
+        description=(__doc__ or "").splitlines()[0],
         epilog="Sections: " + ", ".join(SECTIONS) + ". Values are TOML: "
         '--set model.hidden=[256,256] --set estimator.rtol=\\"none\\" (or none).',
     )

@@ -201,7 +201,7 @@ def _validate_optimizer(opt: Mapping) -> None:
     build("optimizer", {"kind": kind, **_args(opt, OPTIMIZER_KEYS)}, learning_rate=opt["lr"])
 
 
-def _to_plain(value):
+def _to_plain(value) -> Any:
     if isinstance(value, Mapping):
         return {k: _to_plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -244,7 +244,9 @@ class TrainConfig:
         return (base or cls()).update(tree)
 
     # -- access
-    def __getattr__(self, name):
+    def __getattr__(self, name) -> Any:
+        """A top-level setting (`cfg.name`) or a read-only copy of a section (`cfg.loop`;
+        `None` for an absent optional section)."""
         tree = object.__getattribute__(self, "_tree")
         if name in TOP_LEVEL:
             return tree[name]

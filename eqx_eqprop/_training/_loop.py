@@ -9,6 +9,7 @@ import math
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import equinox as eqx
@@ -125,6 +126,7 @@ class ProgressBar(Hook):
         )
 
     def on_log(self, step, summary):
+        assert self.bar is not None  # opened by on_start and on_epoch_end
         done = step % self.per_epoch or self.per_epoch
         self.bar.update(done - self.bar.n)
         self.bar.set_postfix(
@@ -308,7 +310,7 @@ class _Run:
     configuration, the device state, the progress counters and the epoch's metric
     sums. Each method is one event of the loop."""
 
-    def __init__(self, cfg: TrainConfig, data: Dataset, resume: bool, hooks: list):
+    def __init__(self, cfg: TrainConfig, data: Dataset, resume: bool, hooks: Sequence[Hook]):
         self.cfg, self.data, self.hooks = cfg, data, hooks
         self.run_dir = cfg.run_dir
         self.batch_size = cfg.data["batch_size"]
@@ -503,11 +505,11 @@ def train(
     barrier("eqx_eqprop run directory ready")
     # one progress bar and one line per epoch: process 0's
     talk = jax.process_index() == 0
-    hooks = [
+    hooks = (
         *(ProgressBar(),) * (progress and talk),
         *(Printer(cfg.name),) * (verbose and talk),
         *hooks,
-    ]
+    )
     run = _Run(cfg, data, resume, hooks)
     for hook in hooks:
         hook.on_start(cfg, run.epoch, run.step, run.per_epoch)

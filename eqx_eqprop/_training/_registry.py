@@ -11,7 +11,7 @@ kind name or a table with a `kind`. TOML has no null: the string `"none"` stands
 import functools
 import inspect
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -179,10 +179,11 @@ def build(section: str, spec: Mapping[str, Any], *, where: str | None = None, **
     names the configuration section in error messages (default `section`)."""
     kind, args = _arguments(section, spec, supplied, where)
     for name, nested in NESTED.items():
-        if name in args and isinstance(args[name], list):  # one per layer
-            args[name] = tuple(resolve(v, nested) for v in args[name])
-        elif name in args and args[name] is not None:
-            args[name] = resolve(args[name], nested)
+        value = args.get(name)
+        if isinstance(value, list):  # one per layer
+            args[name] = tuple(resolve(v, nested) for v in value)
+        elif value is not None:
+            args[name] = resolve(value, nested)
     for name, value in args.items():
         if isinstance(value, list):
             args[name] = tuple(value)
@@ -344,8 +345,8 @@ def vector_field(
     num_classes,
     *,
     key,
-    hidden=(64,),
-    graph="symmetric",
+    hidden: Sequence[Any] = (64,),
+    graph: Any = "symmetric",
     feedback_angle=90.0,
     activation=act.Sigmoid(),
     weight_scale=1.0,
@@ -361,7 +362,7 @@ def vector_field(
         graph = [tuple(edge) for edge in graph]
     hidden = [n if isinstance(n, int) else tuple(n) for n in hidden]
     maps = any(isinstance(n, tuple) for n in hidden)
-    inputs = tuple(sample_shape) if maps else math.prod(sample_shape)
+    inputs: Any = tuple(sample_shape) if maps else math.prod(sample_shape)
     if maps and len(inputs) != 3:
         raise ValueError(
             f"feature-map layers need (height, width, channels) samples, got {inputs}."
