@@ -81,6 +81,17 @@ def compare(estimate, truth) -> dict:
     }
 
 
+def print_record(record: dict, out: str | None) -> None:
+    """Print `record` as JSON and, with `out`, also write it there (a temporary file,
+    then a rename)."""
+    text = json.dumps(record, indent=1)
+    print(text)
+    if out:
+        tmp = Path(out).with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, out)
+
+
 def save(fig, record: dict, out: str, name: str, arrays: dict | None = None) -> Path:
     """`name.png`, `name.json` (settings, numbers, command, machine) and optionally
     `name.npz` under `out`, each written to a temporary file and renamed."""

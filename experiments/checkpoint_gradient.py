@@ -39,7 +39,7 @@ from eqx_eqprop.internal import (
     build_relaxations,
 )
 
-from _util import compare  # the figure scripts' cosine and relative error (float64)
+from _util import compare, print_record  # the figure scripts' cosine and relative error (float64)
 
 
 def converged(relaxation, max_steps: int, tol: float):
@@ -198,12 +198,7 @@ def main(argv=None):
     record = check(
         args.run_dir, args.batch, args.data_dir, args.max_steps, args.tol, args.seed, args.settings
     )
-    text = json.dumps(record, indent=1)
-    print(text)
-    if args.out:
-        tmp = Path(args.out).with_suffix(".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, args.out)
+    print_record(record, args.out)
     return record
 
 

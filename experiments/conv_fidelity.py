@@ -44,6 +44,8 @@ from eqx_eqprop.internal import (
     load_idx_directory,
 )
 
+from _util import print_record
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MNIST = ROOT.parent / "shared" / "data" / "mnist"
 
@@ -295,12 +297,7 @@ def main(argv=None):
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, JAX {jax.__version__} "
         f"({jax.default_backend()})",
     }
-    text = json.dumps(record, indent=1)
-    print(text)
-    if args.out:
-        tmp = Path(args.out).with_suffix(".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, args.out)
+    print_record(record, args.out)
     return record
 
 
