@@ -49,6 +49,7 @@ from ._layers import (
     MaxPool as MaxPool,
     SoftmaxPool as SoftmaxPool,
 )
+from ._metrics import MetricSpec as MetricSpec
 from ._models import (
     AbstractDynamics as AbstractDynamics,
     AbstractEnergyModel as AbstractEnergyModel,
@@ -77,12 +78,14 @@ from ._results import RESULTS as RESULTS
 from ._training import (
     PRESETS as PRESETS,
     CheckpointError as CheckpointError,
+    EpochRecord as EpochRecord,
     Hook as Hook,
     Printer as Printer,
     ProgressBar as ProgressBar,
     TrainConfig as TrainConfig,
     TrainingDiverged as TrainingDiverged,
     TrainState as TrainState,
+    TrainStep as TrainStep,
     get_preset as get_preset,
     initialize_distributed as initialize_distributed,
     load_trained_model as load_trained_model,

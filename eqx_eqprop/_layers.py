@@ -241,6 +241,11 @@ class MaxPool(AbstractPool):
     window: int = eqx.field(static=True, default=2)
     ties: str = eqx.field(static=True, default="first")
     holomorphic: ClassVar[bool] = False
+    convergence_advice: ClassVar[str | None] = (
+        'use average or softmax pooling (model.pooling = "avg" or "softmax"): max pooling '
+        "makes the update discontinuous, so a relaxation can cycle between window maxima "
+        "and never reach a tolerance"
+    )
 
     def __check_init__(self):
         super().__check_init__()

@@ -55,6 +55,7 @@ from ._training import (
     build_optimizer as build_optimizer,
     build_relaxations as build_relaxations,
     evaluate as evaluate,
+    failure_advice as failure_advice,
     init_train_state as init_train_state,
     kinds as kinds,
     load_checkpoint as load_checkpoint,

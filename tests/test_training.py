@@ -14,6 +14,7 @@ from eqx_eqprop.internal import (
     build_model,
     build_optimizer,
     build_relaxations,
+    failure_advice,
     init_train_state,
     load_checkpoint,
     load_digits,
@@ -337,10 +338,20 @@ def test_the_loop_reads_the_device_once_per_logging_interval(tmp_path, digits, m
     assert [h["epoch"] for h in result["history"]] == [1, 2]
 
 
-def test_end_of_epoch_warning_advice_fits_the_failure():
+def test_end_of_epoch_warning_advice_comes_from_the_objects_that_failed():
+    specs = {
+        "free_unconverged": ep.MetricSpec(unconverged="free"),
+        "nudged_unconverged": ep.MetricSpec(unconverged="nudged"),
+        "free_steps_max": ep.MetricSpec("max"),
+    }
+
     def advice(cfg, record):
+        sample = (28, 28, 1)
+        sources = failure_advice(
+            build_relaxations(cfg), build_model(cfg, sample, 10), build_estimator(cfg)
+        )
         with pytest.warns(RuntimeWarning) as caught:
-            warn_failed(cfg, 1, {"failed_steps": 3, **record}, 10)
+            warn_failed(cfg.name, 1, {"failed_steps": 3, **record}, 10, specs, sources)
         (w,) = caught
         return str(w.message)
 
@@ -348,18 +359,28 @@ def test_end_of_epoch_warning_advice_fits_the_failure():
     unconverged = {"free_unconverged": 0.25}
     text = advice(conv.set("model.pooling", "max"), unconverged)
     assert "in 3 of 10 steps 25 % of the free relaxations did not reach" in text
-    assert 'model.pooling = "avg" or "softmax"' in text
+    assert 'model.pooling = "avg" or "softmax"' in text  # from MaxPool
     assert "even/odd" not in text  # the preset already relaxes even/odd
+    assert "(failed_steps and free_unconverged, nudged_unconverged in metrics.jsonl)" in text
     text = advice(conv.set("model.pooling", "avg"), unconverged)
     assert "max pooling" not in text and "raise the relaxations' max_steps" in text
     assert 'kind = "straggler"' in text
     assert "checkpoint_gradient.py" in text  # a looser tolerance is not offered as a fix
+    assert text.count("raise the relaxations' max_steps") == 1  # free and nudged: said once
+    text = advice(
+        conv.set("model.pooling", "avg"), {"free_unconverged": 0.5, "nudged_unconverged": 0.1}
+    )
+    assert "50 % of the free relaxations and 10 % of the nudged relaxations" in text
     mlp = ep.get_preset("mnist-hep")
-    assert "use an even/odd relaxation" in advice(
+    assert "use an even/odd relaxation" in advice(  # from FixedPointRelaxation
         mlp.set("relaxation.kind", "fixed_point"), unconverged
     )
-    text = advice(mlp, {})
-    assert "aliasing estimate exceeded error_tolerance" in text and "max_steps" not in text
+    text = advice(mlp, {})  # from HolomorphicEP
+    assert "flagged its estimate as inaccurate" in text and "max_steps" not in text
+    assert "lower |beta|, raise num_phases" in text
+    # an estimator without advice of its own: the warning says what happened, no advice
+    text = advice(mlp.update({"estimator": {"kind": "implicit"}}), {})
+    assert "To change it" not in text
 
 
 def test_progress_bar_opens_no_bar_after_the_last_epoch():
@@ -377,7 +398,8 @@ def test_progress_bar_opens_no_bar_after_the_last_epoch():
 def test_error_estimate_is_averaged_over_converged_steps_only(tmp_path, digits, capsys):
     """The aliasing estimate reads DFT_0 - f(0), which a relaxation stopped at its budget
     spoils: the epoch's estimate comes from the steps whose relaxations all converged,
-    and reads n/a when none did."""
+    and reads n/a when none did. The estimate declares so (its MetricSpec), and its
+    label, which the printer shows."""
     # (the smoke test checks that fixed-step relaxations count as converged)
     # 3 sweeps cannot reach 1e-9: every step has unconverged relaxations
     starved = small(
@@ -385,26 +407,49 @@ def test_error_estimate_is_averaged_over_converged_steps_only(tmp_path, digits, 
         name="starved",
         **{"loop.epochs": 1, "relaxation.rtol": 1e-9, "relaxation.atol": 1e-9},
     ).set("relaxation.max_steps", 3)
+
+    class Keep(ep.Hook):
+        def on_epoch_end(self, record, model):
+            self.record = record
+
+    keep = Keep()
     with pytest.warns(RuntimeWarning, match="did not reach their tolerance"):
-        record = run(starved, digits)["history"][0]
+        record = run(starved, digits, hooks=(keep,))["history"][0]
     assert record["free_unconverged"] == 1.0
     assert record["converged_steps"] == 0.0 and "error_estimate" not in record
-    ep.Printer("starved").on_epoch_end(record, None)
+    assert isinstance(keep.record, ep.EpochRecord) and dict(keep.record) == record
+    spec = keep.record.specs["error_estimate"]
+    assert spec == ep.MetricSpec("converged_mean", label="hEP error est.")
+    ep.Printer("starved").on_epoch_end(keep.record, None)
     assert "hEP error est. n/a" in capsys.readouterr().out
     converged = {**record, "error_estimate": 0.0123, "converged_steps": 1.0}
-    ep.Printer("converged").on_epoch_end(converged, None)
+    ep.Printer("converged").on_epoch_end(ep.EpochRecord(converged, keep.record.specs), None)
     assert "hEP error est. 1.2e-02\n" in capsys.readouterr().out
-    ep.Printer("half").on_epoch_end({**converged, "converged_steps": 0.5}, None)
+    half = ep.EpochRecord({**converged, "converged_steps": 0.5}, keep.record.specs)
+    ep.Printer("half").on_epoch_end(half, None)
     assert "(over the 50 % of steps that converged)" in capsys.readouterr().out
 
 
-def test_summarise_divides_the_error_estimate_by_the_converged_steps():
-    read = {"count": 4.0, "loss": 8.0, "error_estimate": 0.3, "converged_steps": 3.0}
-    out = summarise(read)
+def test_summarise_reduces_each_metric_as_its_spec_says():
+    specs = {
+        "error_estimate": ep.MetricSpec("converged_mean"),
+        "free_steps_max": ep.MetricSpec("max"),
+    }
+    read = {
+        "count": 4.0,
+        "loss": 8.0,
+        "error_estimate": 0.3,
+        "converged_steps": 3.0,
+        "free_steps_max": 17.0,
+    }
+    out = summarise(read, specs)
     assert out["loss"] == 2.0 and out["converged_steps"] == 0.75
     assert out["error_estimate"] == pytest.approx(0.1)
+    assert out["free_steps_max"] == 17.0
     none_converged = {**read, "error_estimate": 0.0, "converged_steps": 0.0}
-    assert "error_estimate" not in summarise(none_converged)
+    assert "error_estimate" not in summarise(none_converged, specs)
+    # the name decides nothing: without a spec a metric is a mean
+    assert summarise(read, {})["free_steps_max"] == 17.0 / 4
 
 
 # image shape and classes of each dataset kind, as its loader yields them (NHWC)

@@ -8,9 +8,21 @@ import jax.numpy as jnp
 from jaxtyping import Array, Complex, Float, Int, PRNGKeyArray, PyTree, Real, Scalar
 
 from .._costs import AbstractCost
+from .._metrics import MetricSpec
 from .._models import AbstractModel, State
 from .._relaxation import AbstractRelaxation, RelaxationStats
 from .._results import RESULTS
+
+
+def _steps_specs(prefix: str) -> dict[str, MetricSpec]:
+    return {
+        f"{prefix}_steps_max": MetricSpec("max"),
+        f"{prefix}_unconverged": MetricSpec(unconverged=prefix),
+    }
+
+
+def _all_converged(stats: RelaxationStats) -> Array:
+    return jnp.all(stats.result == RESULTS.successful)
 
 
 def _steps_metrics(prefix: str, stats: RelaxationStats) -> dict[str, Array]:
@@ -31,7 +43,8 @@ class AbstractGradientInfo(eqx.Module):
     - `free_state`, `free_stats`: free equilibrium `(batch, ...)` and its stats `(batch,)`.
 
     and each family adds its own fields. `metrics()` gives the scalars a training loop
-    logs (keys ending in `_max` are maxima, the others means).
+    logs, `metric_specs()` how an epoch reduces and names those that are not plain
+    means, and `converged()` whether every relaxation met its tolerance.
     """
 
     loss: eqx.AbstractVar[Real[Scalar, ""]]
@@ -45,6 +58,15 @@ class AbstractGradientInfo(eqx.Module):
             "residual": jnp.mean(self.free_stats.residual),
             **_steps_metrics("free", self.free_stats),
         }
+
+    def metric_specs(self) -> dict[str, MetricSpec]:
+        """How a training loop reduces and names each of `metrics()` (a metric without
+        an entry is a mean, not printed)."""
+        return _steps_specs("free")
+
+    def converged(self) -> Array:
+        """Whether every relaxation of the estimate met its tolerance (a scalar bool)."""
+        return _all_converged(self.free_stats)
 
 
 class GradientInfo(AbstractGradientInfo):
@@ -96,6 +118,19 @@ class PhaseInfo(AbstractGradientInfo):
             out["error_estimate"] = self.error_estimate
         return {**out, **(self.diagnostics or {})}
 
+    def metric_specs(self):
+        # the aliasing estimate reads DFT_0 - f(0), where a relaxation stopped at its
+        # budget adds its own error (it read 1e4 on a conv net whose phases all ran out
+        # of sweeps): an epoch averages it over the steps whose relaxations converged
+        return {
+            **super().metric_specs(),
+            **_steps_specs("nudged"),
+            "error_estimate": MetricSpec("converged_mean", label="hEP error est."),
+        }
+
+    def converged(self):
+        return super().converged() & _all_converged(self.nudged_stats)
+
 
 class AdjointInfo(AbstractGradientInfo):
     """Diagnostics of `RecurrentBackprop`: those of `AbstractGradientInfo` and
@@ -110,6 +145,12 @@ class AdjointInfo(AbstractGradientInfo):
     def metrics(self):
         return {**super().metrics(), **_steps_metrics("adjoint", self.adjoint_stats)}
 
+    def metric_specs(self):
+        return {**super().metric_specs(), **_steps_specs("adjoint")}
+
+    def converged(self):
+        return super().converged() & _all_converged(self.adjoint_stats)
+
 
 class AbstractEstimator(eqx.Module):
     """A strategy that estimates `dL/dtheta` for a batch, in the init/step pattern of
@@ -117,6 +158,11 @@ class AbstractEstimator(eqx.Module):
     lives across steps (`None` for stateless estimators), `step` estimates one batch and
     returns the next state. `ep.gradient` wraps both for one-call use, `ep.gradient_step`
     threads the state."""
+
+    def inaccurate_advice(self) -> tuple[str, ...]:
+        """What to change when this estimator reports `RESULTS.inaccurate_estimate` in
+        training: what the end-of-epoch warning suggests."""
+        return ()
 
     def init(self, model: AbstractModel, x: Float[Array, "batch ..."], y) -> Any:
         """The estimator state before the first step (`None` unless stateful)."""

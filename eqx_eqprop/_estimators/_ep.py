@@ -156,6 +156,9 @@ class AbstractPhaseEstimator(AbstractEstimator):
     beta: eqx.AbstractVar[Array]
     error_tolerance: eqx.AbstractVar[float | None]
 
+    def inaccurate_advice(self):
+        return ("lower |beta|, raise num_phases or give the estimator a target_error",)
+
     @abc.abstractmethod
     def phase_factors(self) -> tuple[complex, ...]:
         """Unit factors `u_n`, the nudges being `beta_n = radius * u_n`, in circle order

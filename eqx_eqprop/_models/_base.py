@@ -130,6 +130,23 @@ class AbstractModel(eqx.Module):
                 found.append(f"{jtu.keystr(path).lstrip('.')} ({type(leaf).__name__})")
         return tuple(found)
 
+    def unconverged_advice(self) -> tuple[str, ...]:
+        """What the components that can keep a relaxation from converging (they declare
+        a class attribute `convergence_advice`, e.g. `MaxPool`) suggest, each once."""
+        found: list[str] = []
+
+        def advice_of(v) -> str | None:
+            return getattr(type(v), "convergence_advice", None)
+
+        def is_component(v) -> bool:
+            return isinstance(v, eqx.Module) and advice_of(v) is not None
+
+        for leaf in jtu.tree_leaves(self, is_leaf=is_component):
+            advice = advice_of(leaf) if is_component(leaf) else None
+            if advice is not None and advice not in found:
+                found.append(advice)
+        return tuple(found)
+
 
 def layered_param_groups(model: eqx.Module, layers: str, readout: str = "readout_layer"):
     """`"layer{i}"` for every array of `getattr(model, layers)[i]`, `"readout"` for the

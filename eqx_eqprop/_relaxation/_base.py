@@ -83,6 +83,18 @@ class AbstractRelaxation(eqx.Module):
         """Whether the dynamics draw noise (then `relax` needs a `key`)."""
         return False
 
+    def unconverged_advice(self) -> tuple[str, ...]:
+        """What to change when this relaxation misses its tolerance in training: what
+        the end-of-epoch warning suggests."""
+        return (
+            "give the few slow samples the sweeps they need without the batch waiting for "
+            'them: relaxation = {kind = "straggler", relaxation = {...}, max_steps = 2000, '
+            "slots = 16} (StragglerRelaxation), or raise the relaxations' max_steps (a "
+            "looser rtol/atol silences this warning but can leave the gradient inexact; "
+            "`python experiments/checkpoint_gradient.py RUN_DIR` measures how far it is "
+            "from the true one)",
+        )
+
     def relax(
         self, dynamics: AbstractDynamics, s0: State, key: PRNGKeyArray | None = None
     ) -> tuple[State, RelaxationStats]:

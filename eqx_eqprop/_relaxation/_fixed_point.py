@@ -148,6 +148,12 @@ class FixedPointRelaxation(AbstractDiscreteRelaxation):
     adjoint: optx.AbstractAdjoint = optx.ImplicitAdjoint()
     noise: float = eqx.field(static=True, default=0.0)
 
+    def unconverged_advice(self):
+        return (
+            *super().unconverged_advice(),
+            "use an even/odd relaxation (half the sweeps on a layered network)",
+        )
+
 
 class EvenOddRelaxation(AbstractDiscreteRelaxation):
     """Even/odd ("asynchronous") iteration for layered networks (Scellier et al. 2023):

@@ -21,12 +21,14 @@ from ._config import (
 )
 from ._devices import initialize_distributed as initialize_distributed
 from ._loop import (
+    EpochRecord as EpochRecord,
     Hook as Hook,
     Printer as Printer,
     ProgressBar as ProgressBar,
     TrainingDiverged as TrainingDiverged,
     as_model_input as as_model_input,
     evaluate as evaluate,
+    failure_advice as failure_advice,
     load_trained_model as load_trained_model,
     read_device as read_device,
     train as train,
@@ -35,6 +37,7 @@ from ._loop import (
 from ._registry import REGISTRY as REGISTRY, kinds as kinds, register as register
 from ._step import (
     TrainState as TrainState,
+    TrainStep as TrainStep,
     init_train_state as init_train_state,
     make_eval_step as make_eval_step,
     make_train_step as make_train_step,

@@ -9,7 +9,7 @@ import math
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import equinox as eqx
@@ -18,7 +18,10 @@ import numpy as np
 from tqdm import tqdm
 
 from .._data import Dataset, check_dataset, eval_batches, prefetch, train_batches
+from .._estimators import AbstractEstimator
+from .._metrics import MetricSpec
 from .._models import AbstractModel
+from .._relaxation import AbstractRelaxation
 from .._runtime import release_compiled_programs
 from ._build import (
     build_cost,
@@ -47,12 +50,14 @@ from ._checkpoint import (
 from ._config import HARMLESS, TrainConfig
 from ._devices import Placement, barrier, check_same_on_every_process, fingerprint
 from ._step import (
+    TrainState,
     accumulate,
     empty_accumulator,
     empty_eval_sums,
     init_train_state,
     make_eval_step,
     make_train_step,
+    merge_sums,
     summarise,
 )
 
@@ -147,8 +152,18 @@ class ProgressBar(Hook):
             self.bar = None
 
 
+class EpochRecord(dict):
+    """What hooks get at the end of an epoch: the epoch's metrics, as `metrics.jsonl`
+    holds them, and `specs`, how each metric was reduced and what it is called
+    (`MetricSpec`, declared by the estimator's diagnostics)."""
+
+    def __init__(self, record: Mapping, specs: Mapping[str, MetricSpec] | None = None):
+        super().__init__(record)
+        self.specs = dict(specs or {})
+
+
 class Printer(Hook):
-    """One line per epoch."""
+    """One line per epoch, with every metric whose `MetricSpec` has a `label`."""
 
     def __init__(self, name: str):
         self.name = name
@@ -156,12 +171,15 @@ class Printer(Hook):
     def on_epoch_end(self, record, model):
         extra = ""
         converged = record.get("converged_steps", 1.0)
-        if "error_estimate" in record:
-            extra = f", hEP error est. {record['error_estimate']:.1e}"
-            if converged < 1.0:
-                extra += f" (over the {100 * converged:.2g} % of steps that converged)"
-        elif "converged_steps" in record:
-            extra = ", hEP error est. n/a (every step had a relaxation stop at its budget)"
+        for key, spec in getattr(record, "specs", {}).items():
+            if spec.label is None:
+                continue
+            if key in record:
+                extra += f", {spec.label} {record[key]:.1e}"
+                if spec.reduce == "converged_mean" and converged < 1.0:
+                    extra += f" (over the {100 * converged:.2g} % of steps that converged)"
+            elif spec.reduce == "converged_mean" and "converged_steps" in record:
+                extra += f", {spec.label} n/a (every step had a relaxation stop at its budget)"
         tqdm.write(
             f"{self.name} epoch {record['epoch']:3d}: test top1 {record['test_top1']:.4f}, "
             f"loss {record['test_loss']:.4f}, {record['seconds']:.1f} s{extra}",
@@ -247,55 +265,44 @@ def _flatten(tree: dict, prefix="") -> dict:
     return out
 
 
-def _merge_sums(total: dict, read: dict) -> dict:
-    out = dict(total)
-    for k, v in read.items():
-        v = float(v)
-        if k.endswith("_max"):
-            out[k] = max(out.get(k, -math.inf), v)
-        else:
-            out[k] = out.get(k, 0.0) + v
-    return out
+def failure_advice(
+    relaxations: Sequence[AbstractRelaxation], model: AbstractModel, estimator: AbstractEstimator
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What the objects of a run suggest when its relaxations miss their tolerance (the
+    relaxations and the model's components) and when its estimates are flagged
+    inaccurate (the estimator): `(unconverged, inaccurate)`, each piece of advice once."""
+    unconverged = [a for r in relaxations for a in r.unconverged_advice()]
+    unconverged += model.unconverged_advice()
+    once = tuple(dict.fromkeys(unconverged))
+    return once, tuple(dict.fromkeys(estimator.inaccurate_advice()))
 
 
-def warn_failed(cfg: TrainConfig, epoch: int, record: dict, steps: int) -> None:
+def warn_failed(
+    name: str,
+    epoch: int,
+    record: dict,
+    steps: int,
+    specs: dict[str, MetricSpec],
+    advice: tuple[tuple[str, ...], tuple[str, ...]],
+) -> None:
     """The end-of-epoch warning about steps whose relaxations missed their tolerance or
-    whose aliasing estimate exceeded `error_tolerance`, with advice that fits."""
-    parts, advice = [], []
-    for phase in ("free", "nudged", "adjoint"):
-        fraction = record.get(f"{phase}_unconverged", 0.0)
-        if fraction:
-            parts.append(f"{100 * fraction:.2g} % of the {phase} relaxations")
+    whose estimate was flagged inaccurate, with the `advice` of the objects that failed
+    (`failure_advice`)."""
+    parts = []
+    for key, spec in specs.items():
+        if spec.unconverged and record.get(key):
+            parts.append(f"{100 * record[key]:.2g} % of the {spec.unconverged} relaxations")
     if parts:
         missed = " and ".join(parts) + " did not reach their tolerance"
-        advice.append(
-            "give the few slow samples the sweeps they need without the batch waiting for "
-            'them: relaxation = {kind = "straggler", relaxation = {...}, max_steps = 2000, '
-            "slots = 16} (StragglerRelaxation), or raise the relaxations' max_steps (a "
-            "looser rtol/atol silences this warning but can leave the gradient inexact; "
-            "`python experiments/checkpoint_gradient.py RUN_DIR` measures how far it is "
-            "from the true one)"
-        )
-        kinds = {
-            getattr(cfg, section, None) and getattr(cfg, section).get("kind")
-            for section in ("relaxation", "nudged_relaxation")
-        }
-        if "fixed_point" in kinds:
-            advice.append("use an even/odd relaxation (half the sweeps on a layered network)")
-        pooling = cfg.get("model.pooling")
-        if (pooling.get("kind") if isinstance(pooling, dict) else pooling) == "max":
-            advice.append(
-                'use model.pooling = "avg" or "softmax": max pooling makes the update '
-                "discontinuous, so a relaxation can cycle between window maxima and never "
-                "reach a tolerance"
-            )
+        suggestions = advice[0]
     else:
-        missed = "the aliasing estimate exceeded error_tolerance"
-        advice.append("lower |beta|, raise num_phases or give the estimator a target_error")
+        missed = "the estimator flagged its estimate as inaccurate (error_tolerance)"
+        suggestions = advice[1]
+    fields = " and ".join(["failed_steps", ", ".join(k for k, s in specs.items() if s.unconverged)])
     warnings.warn(
-        f"{cfg.name}, epoch {epoch}: in {record['failed_steps']} of {steps} steps {missed} "
-        f"(failed_steps and *_unconverged in metrics.jsonl). To change it: "
-        f"{'; '.join(advice)}.",
+        f"{name}, epoch {epoch}: in {record['failed_steps']} of {steps} steps {missed} "
+        f"({fields} in metrics.jsonl)."
+        + (f" To change it: {'; '.join(suggestions)}." if suggestions else ""),
         RuntimeWarning,
         stacklevel=3,
     )
@@ -336,6 +343,7 @@ class _Run:
         self.state = init_train_state(
             model, optimizer, estimator, jax.random.key(self.seed), x0, y0
         )
+        self.advice = failure_advice((relaxation, nudged), model, estimator)
         self.epoch, self.batch, self.history, self.epoch_sums = 0, 0, [], {}
         restored = load_checkpoint(self.run_dir, self.state, self.spec) if resume else None
         if restored is not None:
@@ -359,17 +367,18 @@ class _Run:
             else "none (no step finished)"
         )
         train_step = make_train_step(estimator, relaxation, cost, optimizer, nudged)
+        self.specs = specs = train_step.metric_specs(self.state, x0, y0)
 
         @eqx.filter_jit
         def step_and_accumulate(state, acc, x, y):
-            state, metrics = train_step(state, x, y)
-            return state, accumulate(acc, metrics)
+            new_state, metrics = train_step(state, x, y)
+            return new_state, accumulate(acc, metrics, specs)
 
-        self.step_fn = step_and_accumulate
+        self.step_fn: Callable[..., tuple[TrainState, dict]] = step_and_accumulate
         self.eval_step = make_eval_step(relaxation, cost)
         self.eval_key = jax.random.fold_in(jax.random.key(self.seed), 2)
         shapes = eqx.filter_eval_shape(train_step, self.state, x0, y0)[1]
-        self.zeros = self.placement.replicate(empty_accumulator(shapes))
+        self.zeros = self.placement.replicate(empty_accumulator(shapes, specs))
 
     def train_epoch(self, stop_after_steps: int | None, steps_this_call: int) -> int:
         """The epoch's remaining batches; returns the steps taken so far in this call."""
@@ -416,9 +425,9 @@ class _Run:
                 f"{self.last_good}. Lower the learning rate or |beta|, or use a convergence "
                 "check (rtol/atol) to see whether the relaxations still converge."
             )
-        self.epoch_sums = _merge_sums(self.epoch_sums, read)
+        self.epoch_sums = merge_sums(self.epoch_sums, read, self.specs)
         for hook in self.hooks:
-            hook.on_log(self.step, summarise(read))
+            hook.on_log(self.step, summarise(read, self.specs))
         if due and not end:
             progress = {"epoch": self.epoch, "batch": self.batch, "step": self.step}
             self.checkpoint({**progress, "epoch_sums": self.epoch_sums})
@@ -452,9 +461,10 @@ class _Run:
             self.eval_key,
             self.placement,
         )
-        record = _epoch_record(self.epoch, self.step, test, self.epoch_sums, seconds)
+        record = _epoch_record(self.epoch, self.step, test, self.epoch_sums, seconds, self.specs)
         if record.get("failed_steps") and self.placement.writes:
-            warn_failed(self.cfg, self.epoch + 1, record, int(self.epoch_sums["count"]))
+            steps = int(self.epoch_sums["count"])
+            warn_failed(self.cfg.name, self.epoch + 1, record, steps, self.specs, self.advice)
         self.history.append(record)
         self.epoch, self.batch, self.epoch_sums = self.epoch + 1, 0, {}
         # a long process (a sweep in a notebook) must not run out of memory mappings,
@@ -462,7 +472,7 @@ class _Run:
         release_compiled_programs()
         self.checkpoint({"epoch": self.epoch, "batch": 0, "step": self.step})
         for hook in self.hooks:
-            hook.on_epoch_end(record, self.state.model)
+            hook.on_epoch_end(EpochRecord(record, self.specs), self.state.model)
 
 
 def train(
@@ -533,7 +543,7 @@ def train(
     }
 
 
-def _epoch_record(epoch, step, test, sums, seconds) -> dict:
+def _epoch_record(epoch, step, test, sums, seconds, specs) -> dict:
     record = {
         "epoch": epoch + 1,
         "step": step,
@@ -550,7 +560,7 @@ def _epoch_record(epoch, step, test, sums, seconds) -> dict:
         record["test_failed"] = test["failed"]
     count = sums.get("count", 0.0)
     if count:
-        means = summarise(sums)
+        means = summarise(sums, specs)
         record["train_loss"] = means.pop("loss")
         record["train_accuracy"] = means.pop("accuracy")
         record["train_residual"] = means.pop("residual")

@@ -1,10 +1,11 @@
 """The training state and the pure, jit-compiled training and evaluation steps.
 
-Metrics stay on the device: each step adds its scalars to an accumulator (sums, and
-maxima for names ending in `_max`) that the loop reads once per logging interval, so
-the host never waits for the device between steps.
+Metrics stay on the device: each step adds its scalars to an accumulator (sums, or
+maxima where a metric's `MetricSpec` says so) that the loop reads once per logging
+interval, so the host never waits for the device between steps.
 """
 
+import math
 from typing import Any
 
 import equinox as eqx
@@ -17,6 +18,7 @@ from .._costs import AbstractCost
 from .._estimators import AbstractEstimator
 from .._gradient import estimate
 from .._inference import check_inputs, free_phase
+from .._metrics import MetricSpec
 from .._misc import tree_all_finite
 from .._models import AbstractModel
 from .._relaxation import AbstractRelaxation
@@ -42,24 +44,73 @@ def init_train_state(model, optimizer, estimator, key, x, y) -> TrainState:
     return TrainState(model, opt_state, estimator_state, key, jnp.array(0, jnp.int32))
 
 
+class TrainStep:
+    """`step(state, x, y) -> (state, metrics)`: pure and jit-compiled (see
+    `make_train_step`). `metric_specs(state, x, y)` says, without running anything,
+    how an epoch reduces and names each metric (`MetricSpec`, declared by the
+    estimator's diagnostics; a metric without one is a mean)."""
+
+    def __init__(self, estimate_fn, optimizer):
+        self._estimate = estimate_fn
+        self._optimizer = optimizer
+        self._step = eqx.filter_jit(self._apply)
+
+    def __call__(self, state: "TrainState", x, y):
+        return self._step(state, x, y)
+
+    def metric_specs(self, state: "TrainState", x, y) -> dict[str, MetricSpec]:
+        return eqx.filter_eval_shape(
+            lambda s, a, b: self._estimate(s, a, b)[1].metric_specs(), state, x, y
+        )
+
+    def _apply(self, state: "TrainState", x, y):
+        grads, info, estimator_state = self._estimate(state, x, y)
+        params = eqx.filter(state.model, eqx.is_inexact_array)
+        updates, opt_state = self._optimizer.update(grads, state.opt_state, params)
+        model = eqx.apply_updates(state.model, updates)
+        logits = jax.vmap(state.model.readout)(info.free_state)
+        finite = tree_all_finite(eqx.filter(model, eqx.is_inexact_array))
+        metrics = {
+            **info.metrics(),
+            "accuracy": jnp.mean(jnp.argmax(logits, -1) == y),
+            "failed": (info.result != RESULTS.successful).astype(jnp.float32),
+            "skipped": (~tree_all_finite(grads)).astype(jnp.float32),
+            "nonfinite_params": (~finite).astype(jnp.float32),
+        }
+        only_converged = [
+            k for k, spec in info.metric_specs().items()
+            if spec.reduce == "converged_mean" and k in metrics
+        ]  # fmt: skip
+        if only_converged:
+            # counted only in steps whose relaxations all met their tolerance; the
+            # epoch divides their sum by `converged_steps`
+            converged = info.converged()
+            for k in only_converged:
+                metrics[k] = jnp.where(converged, metrics[k], 0.0)
+            metrics["converged_steps"] = converged
+        metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+        new = TrainState(model, opt_state, estimator_state, state.key, state.step + 1)
+        return new, metrics
+
+
 def make_train_step(
     estimator: AbstractEstimator,
     relaxation: AbstractRelaxation,
     cost: AbstractCost,
     optimizer: optax.GradientTransformation,
     nudged_relaxation: AbstractRelaxation | None = None,
-):
+) -> TrainStep:
     """`step(state, x, y) -> (state, metrics)`, pure and jit-compiled, for any estimator
     and any optax transform. It goes through the same checks as `ep.gradient` (the
     data's values are checked once when loaded, not at every step) and never raises on
     a failed relaxation or a large aliasing estimate: `metrics["failed"]` counts them,
-    so one bad batch does not end a long run."""
+    so one bad batch does not end a long run. `step.metric_specs(state, x, y)` says how
+    each metric is reduced over an epoch."""
     nudged_relaxation = relaxation if nudged_relaxation is None else nudged_relaxation
 
-    @eqx.filter_jit
-    def step(state: TrainState, x, y):
+    def estimate_fn(state: TrainState, x, y):
         key = jax.random.fold_in(jax.random.fold_in(state.key, 1), state.step)
-        grads, info, estimator_state = estimate(
+        return estimate(
             state.model,
             x,
             y,
@@ -71,62 +122,68 @@ def make_train_step(
             key=key,
             runtime_checks=False,
         )
-        params = eqx.filter(state.model, eqx.is_inexact_array)
-        updates, opt_state = optimizer.update(grads, state.opt_state, params)
-        model = eqx.apply_updates(state.model, updates)
-        logits = jax.vmap(state.model.readout)(info.free_state)
-        finite = tree_all_finite(eqx.filter(model, eqx.is_inexact_array))
-        metrics = {
-            **info.metrics(),
-            "accuracy": jnp.mean(jnp.argmax(logits, -1) == y),
-            "failed": (info.result != RESULTS.successful).astype(jnp.float32),
-            "skipped": (~tree_all_finite(grads)).astype(jnp.float32),
-            "nonfinite_params": (~finite).astype(jnp.float32),
-        }
-        if "error_estimate" in metrics:
-            # the aliasing estimate reads DFT_0 - f(0), where a relaxation stopped at its
-            # budget adds its own error (it read 1e4 on a conv net whose phases all ran
-            # out of sweeps): it is averaged over the steps whose relaxations converged
-            converged = jnp.all(
-                jnp.stack([metrics[k] == 0 for k in metrics if k.endswith("_unconverged")])
-            )
-            metrics["error_estimate"] = jnp.where(converged, metrics["error_estimate"], 0.0)
-            metrics["converged_steps"] = converged
-        metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
-        new = TrainState(model, opt_state, estimator_state, state.key, state.step + 1)
-        return new, metrics
 
-    return step
+    return TrainStep(estimate_fn, optimizer)
 
 
-def empty_accumulator(metrics_like: dict[str, Array]) -> dict[str, Array]:
+def _reduce(specs: dict[str, MetricSpec], name: str) -> str:
+    spec = specs.get(name)
+    return "mean" if spec is None else spec.reduce
+
+
+def empty_accumulator(
+    metrics_like: dict[str, Array], specs: dict[str, MetricSpec]
+) -> dict[str, Array]:
     """Zeros (and -inf for maxima) for the metric names of a step, plus a count."""
     acc = {
-        k: jnp.full((), -jnp.inf if k.endswith("_max") else 0.0, jnp.float32) for k in metrics_like
+        k: jnp.full((), -jnp.inf if _reduce(specs, k) == "max" else 0.0, jnp.float32)
+        for k in metrics_like
     }
     acc["count"] = jnp.zeros((), jnp.float32)
     return acc
 
 
-def accumulate(acc: dict[str, Array], metrics: dict[str, Array]) -> dict[str, Array]:
+def accumulate(
+    acc: dict[str, Array], metrics: dict[str, Array], specs: dict[str, MetricSpec]
+) -> dict[str, Array]:
     out = {
-        k: jnp.maximum(acc[k], v) if k.endswith("_max") else acc[k] + v for k, v in metrics.items()
+        k: jnp.maximum(acc[k], v) if _reduce(specs, k) == "max" else acc[k] + v
+        for k, v in metrics.items()
     }
     out["count"] = acc["count"] + 1
     return out
 
 
-def summarise(read: dict[str, float]) -> dict[str, float]:
-    """Means (sums over the count) and maxima from an accumulator read to the host.
-    `error_estimate` is the mean over the steps whose relaxations all converged
-    (`converged_steps`, their fraction), and absent when there were none."""
-    n = max(read["count"], 1.0)
-    out = {k: (v if k.endswith("_max") else v / n) for k, v in read.items() if k != "count"}
-    if "converged_steps" in read and "error_estimate" in read:
-        if read["converged_steps"] > 0:
-            out["error_estimate"] = read["error_estimate"] / read["converged_steps"]
+def merge_sums(total: dict, read: dict, specs: dict[str, MetricSpec]) -> dict:
+    """Host sums over several reads of the accumulator (floats)."""
+    out = dict(total)
+    for k, v in read.items():
+        v = float(v)
+        if _reduce(specs, k) == "max":
+            out[k] = max(out.get(k, -math.inf), v)
         else:
-            del out["error_estimate"]
+            out[k] = out.get(k, 0.0) + v
+    return out
+
+
+def summarise(read: dict[str, float], specs: dict[str, MetricSpec]) -> dict[str, float]:
+    """Means (sums over the count) and maxima from an accumulator read to the host, as
+    the metrics' `specs` say. A `"converged_mean"` metric is the mean over the steps
+    whose relaxations all converged (`converged_steps`, their fraction), and absent
+    when there were none."""
+    n = max(read["count"], 1.0)
+    out = {}
+    for k, v in read.items():
+        if k == "count":
+            continue
+        reduce = _reduce(specs, k)
+        if reduce == "max":
+            out[k] = v
+        elif reduce == "converged_mean":
+            if read.get("converged_steps", 0.0) > 0:
+                out[k] = v / read["converged_steps"]
+        else:
+            out[k] = v / n
     return out | {"count": read["count"]}
 
 
