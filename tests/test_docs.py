@@ -77,13 +77,24 @@ def code_of(page: str) -> list[str]:
 
 
 RUNNABLE = [page for page in PAGES if code_of(page)]
+# the guides that train a network run with the long tests (`-m slow`), like notebooks
+# 01-03, which keeps the default run under 12 minutes on 2 cores
+TRAINING = {
+    "guides/mnist.md",
+    "guides/new_network.md",
+    "guides/trained_gradient.md",
+    "guides/checkpoints.md",
+}
 
 
 def test_the_guides_and_concepts_have_code_that_runs():
     assert {"index.md", "guides/new_network.md", "guides/new_estimator.md"} <= set(RUNNABLE)
+    assert TRAINING <= set(RUNNABLE)
 
 
-@pytest.mark.parametrize("page", RUNNABLE)
+@pytest.mark.parametrize(
+    "page", [pytest.param(p, marks=pytest.mark.slow) if p in TRAINING else p for p in RUNNABLE]
+)
 def test_the_code_of_each_page_runs(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     registry = copy.copy({k: dict(v) for k, v in REGISTRY.items()})

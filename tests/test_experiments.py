@@ -70,6 +70,7 @@ def test_figure_script_smoke(name, tmp_path, monkeypatch):
     assert json.loads(record.read_text())["command"].startswith("python")
 
 
+@pytest.mark.slow  # 18 s: with the long tests, to keep the default run under 12 minutes
 @pytest.mark.filterwarnings("ignore:.*failed_steps and:RuntimeWarning")
 def test_checkpoint_gradient_measures_a_trained_runs_gradient(tmp_path, capsys, monkeypatch):
     """A tiny trained run: its converged hEP gradient is off the float64 implicit one by
