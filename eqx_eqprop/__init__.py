@@ -21,6 +21,7 @@ from ._estimators import (
     AbstractGradientInfo as AbstractGradientInfo,
     AbstractPhaseEstimator as AbstractPhaseEstimator,
     AdjointInfo as AdjointInfo,
+    CenteredEP as CenteredEP,
     ClassicEP as ClassicEP,
     GeneralizedHEP as GeneralizedHEP,
     GradientInfo as GradientInfo,

@@ -486,3 +486,12 @@ def test_every_preset_builds_its_run(name):
     s, logits = jax.eval_shape(one_step, model, x)
     assert jax.tree.structure(s) == jax.tree.structure(model.init_state())
     assert logits.shape == (classes,)
+
+
+def test_centered_ep_is_symmetric_ep_under_the_fields_other_name():
+    assert ep.CenteredEP is ep.SymmetricEP  # one class, not a copy
+    cfg = ep.TrainConfig({"estimator": {"kind": "centered", "beta": 0.2}})
+    estimator = build_estimator(cfg)
+    assert type(estimator) is ep.SymmetricEP and float(estimator.beta) == 0.2
+    symmetric = build_estimator(cfg.set("estimator.kind", "symmetric"))
+    assert eqx.tree_equal(estimator, symmetric)

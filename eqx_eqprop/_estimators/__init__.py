@@ -7,6 +7,7 @@ from ._base import (
 )
 from ._ep import (
     AbstractPhaseEstimator as AbstractPhaseEstimator,
+    CenteredEP as CenteredEP,
     ClassicEP as ClassicEP,
     HolomorphicEP as HolomorphicEP,
     SymmetricEP as SymmetricEP,

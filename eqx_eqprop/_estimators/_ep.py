@@ -389,6 +389,8 @@ class ClassicEP(AbstractPhaseEstimator):
 class SymmetricEP(AbstractPhaseEstimator):
     """Symmetric EP (Laborieux et al. 2021):
     `g = (dF/dtheta(s*_beta) - dF/dtheta(s*_-beta)) / (2 beta)`, bias O(beta^2).
+    Also named `CenteredEP` (configuration kind `"centered"`), the name "centered EP" of
+    Scellier et al. (2023): the same class, not a copy.
 
     - `beta`: the nudge magnitude (> 0).
     - `error_tolerance`: flag (`RESULTS.inaccurate_estimate`) a relative aliasing error
@@ -407,6 +409,10 @@ class SymmetricEP(AbstractPhaseEstimator):
 
     def phase_factors(self):
         return (1 + 0j, -1 + 0j)
+
+
+# "centered EP" (Scellier et al. 2023) is symmetric EP: one class under both names
+CenteredEP = SymmetricEP
 
 
 class HolomorphicEP(AbstractPhaseEstimator):

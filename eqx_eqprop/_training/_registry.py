@@ -442,6 +442,7 @@ def _register_library():
         "hep": HolomorphicEP,
         "classic": ClassicEP,
         "symmetric": SymmetricEP,
+        "centered": SymmetricEP,  # the name of Scellier et al. (2023)
         "oscillating": OscillatingEP,
         "implicit": ImplicitDifferentiation,
         "bptt": BPTT,
