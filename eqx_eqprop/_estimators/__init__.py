@@ -17,6 +17,11 @@ from ._generalized import (
     JacobianHomeostasis as JacobianHomeostasis,
 )
 from ._oscillating import OscillatingEP as OscillatingEP
+from ._radius import (
+    AbstractRadius as AbstractRadius,
+    AdaptiveRadius as AdaptiveRadius,
+    ConstantRadius as ConstantRadius,
+)
 from ._reference import (
     BPTT as BPTT,
     ImplicitDifferentiation as ImplicitDifferentiation,

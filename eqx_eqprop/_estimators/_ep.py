@@ -31,6 +31,7 @@ from .._relaxation import RelaxationStats
 from .._results import RESULTS, combine_results
 from ._aliasing import aliasing_estimate
 from ._base import AbstractEstimator, PhaseInfo
+from ._radius import AbstractRadius, AdaptiveRadius, ConstantRadius
 
 
 def real_combination(coef, rows):
@@ -247,17 +248,26 @@ class AbstractPhaseEstimator(AbstractEstimator):
             norms,
         )
 
+    def radius_rule(self) -> AbstractRadius:
+        """How the radius |beta| is chosen at each call (`ConstantRadius()`: `beta`)."""
+        return ConstantRadius()
+
     def init(self, model, x, y):
-        """The radius to start from: `beta` (kept across steps with `target_error`)."""
+        """The state of the radius rule (`None` for a constant radius)."""
         del x, y
-        if getattr(self, "target_error", None) is None:
-            return None
-        return jnp.abs(jnp.asarray(self.beta).astype(model.dtype))
+        return self.radius_rule().init(jnp.asarray(self.beta).astype(model.dtype))
 
     def step(self, model, x, y, state, *, relaxation, nudged_relaxation, cost, key):
         self.check_model(model, cost)
         noisy = relaxation.noisy or nudged_relaxation.noisy
         key = key if noisy else None
+        rule = self.radius_rule()
+        if noisy and rule.adaptive:
+            raise ValueError(
+                f"{type(self).__name__}: target_error adapts the radius to the aliasing "
+                "estimate, which noisy dynamics blur with their noise; use a fixed beta "
+                "(target_error=None) with noise."
+            )
         s_free, free_stats = jax.lax.stop_gradient(free_phase(model, x, relaxation, key))
         f0 = self.observable(model, x, s_free, None)
         beta = jnp.asarray(self.beta).astype(model.dtype)
@@ -265,69 +275,11 @@ class AbstractPhaseEstimator(AbstractEstimator):
         def sample(b):
             return self.sample_phases(model, x, y, s_free, f0, b, nudged_relaxation, cost, key)
 
-        target = getattr(self, "target_error", None)
-        if target is None:
-            samples, radius, retries = sample(beta), jnp.abs(beta), 0
-        else:
-            if noisy:
-                raise ValueError(
-                    f"{type(self).__name__}: target_error adapts the radius to the aliasing "
-                    "estimate, which noisy dynamics blur with their noise; use a fixed beta "
-                    "(target_error=None) with noise."
-                )
-            # the adaptive estimators declare it (with target_error and max_retries)
-            floor = getattr(self, "min_radius_fraction") * jnp.abs(beta)
-            radius = jnp.clip(jnp.asarray(state, beta.dtype), floor, jnp.abs(beta))
-            samples, radius, retries = self._adapt(sample, radius, target, floor)
-            grow = self._factor(samples, target, grow=True)
-            state = jnp.clip(radius * grow, floor, jnp.abs(beta))
+        n = len(self.phase_factors())
+        samples, radius, retries, state = rule.choose(sample, beta, state, n)
         grads, diagnostics = self.finish(model, x, y, s_free, cost, samples.coefficient)
         info = self._info(model, y, cost, s_free, free_stats, samples, radius, retries, noisy)
         return grads, eqx.tree_at(lambda i: i.diagnostics, info, diagnostics, is_leaf=_none), state
-
-    def _factor(self, samples, target, grow: bool):
-        """The radius change the estimate asks for: the aliasing error scales like
-        radius^N, so `0.9 (target / error)^(1/N)`, within [0.2, 0.9] to shrink after a
-        rejected attempt (0.5 when a complex phase diverged) and [0.5, 2] between steps
-        (the safety factor 0.9 keeps the next radius a little inside the target, so that
-        few calls retry)."""
-        n = len(self.phase_factors())
-        error = jnp.maximum(samples.error, jnp.finfo(samples.error.dtype).tiny)
-        factor = 0.9 * (target / error) ** (1.0 / n)
-        factor = jnp.where(_diverged(samples) | ~jnp.isfinite(factor), 0.5, factor)
-        return jnp.clip(factor, 0.5, 2.0) if grow else jnp.clip(factor, 0.2, 0.9)
-
-    def _adapt(self, sample, radius, target, floor):
-        """Like a rejected step of an adaptive ODE solver: while the estimate exceeds the
-        target (or a complex phase diverged), retry at a smaller radius, at most
-        `max_retries` times, inside the same compiled call, never below `floor`. The
-        best attempt is kept: the estimate need not fall monotonically with the radius
-        (it can rise while the circle still encloses a singularity, and it rises again
-        once the relaxations' tolerance dominates it, about tolerance / radius)."""
-
-        def bad(samples):
-            return _diverged(samples) | ~(samples.error <= target)
-
-        def better(new, old):
-            return ~_diverged(new) & (_diverged(old) | (new.error < old.error))
-
-        def cond(carry):
-            radius, _, best, _, retries = carry
-            return bad(best) & (retries < getattr(self, "max_retries")) & (radius > floor)
-
-        def body(carry):
-            radius, samples, best, best_radius, retries = carry
-            radius = jnp.maximum(radius * self._factor(samples, target, grow=False), floor)
-            samples = sample(radius)
-            keep = better(samples, best)
-            best = jax.tree.map(lambda a, b: jnp.where(keep, a, b), samples, best)
-            best_radius = jnp.where(keep, radius, best_radius)
-            return radius, samples, best, best_radius, retries + 1
-
-        first = sample(radius)
-        init = (radius, first, first, radius, jnp.array(0, jnp.int32))
-        _, _, best, best_radius, retries = jax.lax.while_loop(cond, body, init)
-        return best, best_radius, retries
 
     def _info(self, model, y, cost, s_free, free_stats, samples, radius, retries, noisy):
         nudged_failed = jnp.any(samples.stats.result != RESULTS.successful)
@@ -361,15 +313,23 @@ def _none(v):
     return v is None
 
 
-def _diverged(samples: PhaseSamples):
-    """A nudged phase blew up (non-finite states): the circle left the region where the
-    complex dynamics converge. (A phase that ran out of steps is not the radius's fault.)"""
-    return jnp.any(samples.stats.result == RESULTS.diverged)
-
-
 def _stack(trees):
     """Concatenate pytrees along their leading (phase) axis."""
     return jtu.tree_map(lambda *v: jnp.concatenate(v), *trees)
+
+
+class AbstractAdaptiveEstimator(AbstractPhaseEstimator):
+    """A phase estimator whose radius may adapt to its aliasing estimate: with
+    `target_error` its `radius_rule()` is an `AdaptiveRadius`, else a constant radius."""
+
+    target_error: eqx.AbstractVar[float | None]
+    max_retries: eqx.AbstractVar[int]
+    min_radius_fraction: eqx.AbstractVar[float]
+
+    def radius_rule(self) -> AbstractRadius:
+        if self.target_error is None:
+            return ConstantRadius()
+        return AdaptiveRadius(self.target_error, self.max_retries, self.min_radius_fraction)
 
 
 class ClassicEP(AbstractPhaseEstimator):
@@ -386,7 +346,7 @@ class ClassicEP(AbstractPhaseEstimator):
         return (1 + 0j,)
 
 
-class SymmetricEP(AbstractPhaseEstimator):
+class SymmetricEP(AbstractAdaptiveEstimator):
     """Symmetric EP (Laborieux et al. 2021):
     `g = (dF/dtheta(s*_beta) - dF/dtheta(s*_-beta)) / (2 beta)`, bias O(beta^2).
     Also named `CenteredEP` (configuration kind `"centered"`), the name "centered EP" of
@@ -415,7 +375,7 @@ class SymmetricEP(AbstractPhaseEstimator):
 CenteredEP = SymmetricEP
 
 
-class HolomorphicEP(AbstractPhaseEstimator):
+class HolomorphicEP(AbstractAdaptiveEstimator):
     """Holomorphic EP with N phases (Laborieux & Zenke 2022): the discretised Cauchy
     integral `g = (1/N) sum_n (f(beta_n) - f(0)) / beta_n` over
     `beta_n = beta exp(2 pi i n / N)`; exact up to O(beta^N) aliasing, which is

@@ -14,7 +14,7 @@ from .._models import AbstractModel, AbstractVectorFieldModel, Dynamics
 from .._results import RESULTS, combine_results
 from ._base import AbstractEstimator, PhaseInfo
 from ._ep import (
-    AbstractPhaseEstimator,
+    AbstractAdaptiveEstimator,
     beta_field,
     check_target,
     circle_factors,
@@ -131,7 +131,7 @@ def require_vector_field(model: AbstractModel, name: str) -> None:
         )
 
 
-class GeneralizedHEP(AbstractPhaseEstimator):
+class GeneralizedHEP(AbstractAdaptiveEstimator):
     """Generalized holomorphic EP (Laborieux & Zenke 2024) for a vector-field network
     `du/dt = f(u) - beta dC/ds_out` with activities `s = sigma(u)`:
 
