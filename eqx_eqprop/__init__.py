@@ -31,6 +31,7 @@ from ._estimators import (
     HolomorphicEP as HolomorphicEP,
     ImplicitDifferentiation as ImplicitDifferentiation,
     JacobianHomeostasis as JacobianHomeostasis,
+    ModelNeeds as ModelNeeds,
     OscillatingEP as OscillatingEP,
     PhaseInfo as PhaseInfo,
     RecurrentBackprop as RecurrentBackprop,

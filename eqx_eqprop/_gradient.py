@@ -12,6 +12,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree, Real, Scalar
 
 from ._costs import AbstractCost, CrossEntropy
 from ._estimators import AbstractEstimator, AbstractGradientInfo
+from ._estimators._needs import check_needs
 from ._inference import check_inputs, free_phase, mean_cost, nudged_relax
 from ._misc import complex_dtype
 from ._models import AbstractModel, State
@@ -82,6 +83,7 @@ def estimate(
     reads `info.result`). What `gradient`, `gradient_step` and the training step share."""
     nudged_relaxation = relaxation if nudged_relaxation is None else nudged_relaxation
     check_strategies(estimator, relaxation, nudged_relaxation, cost)
+    check_needs(estimator.needs(), model, cost, type(estimator).__name__)
     x, y = check_inputs(model, x, y, runtime=runtime_checks)
     check_estimator_state(estimator, model, x, y, state)
     noisy = relaxation.noisy or nudged_relaxation.noisy

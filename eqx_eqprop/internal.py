@@ -17,10 +17,8 @@ from ._data import (  # noqa: E402
     train_batches as train_batches,
 )
 from ._estimators._aliasing import aliasing_estimate as aliasing_estimate
-from ._estimators._ep import (
-    circle_factors as circle_factors,
-    require_holomorphic as require_holomorphic,
-)
+from ._estimators._ep import circle_factors as circle_factors
+from ._estimators._needs import require_holomorphic as require_holomorphic
 from ._estimators._reference import check_adjoint_fits as check_adjoint_fits
 from ._inference import (
     check_inputs as check_inputs,

@@ -50,6 +50,9 @@ class CenteredInfo(ep.AbstractGradientInfo):
 class CenteredEP(ep.AbstractEstimator):
     beta: float = 0.05
 
+    def needs(self):
+        return ep.ModelNeeds(energy=True)
+
     def step(self, model, x, y, state, *, relaxation, nudged_relaxation, cost, key):
         s0, free_stats = ep.free_phase(model, x, relaxation, key)
         drives = jax.vmap(model.drive)(x)
@@ -95,6 +98,24 @@ def test_the_new_estimator_is_symmetric_ep():
     assert rel_error(ours, library) < 1e-9
     assert rel_error(ours, implicit_gradient(model, x, y)) < 1e-2
     assert set(info.metrics()) >= {"even_part", "nudged_unconverged", "loss"}
+
+
+def test_what_it_needs_is_checked_before_it_runs():
+    vf = ep.VectorFieldNet((9, 12, 4), key=jax.random.key(0))
+    x = jax.random.uniform(jax.random.key(1), (6, 9), vf.dtype)
+    y = jnp.arange(6) % 4
+    # without the check, step would fail inside (a vector field has no learning signal)
+    with pytest.raises(TypeError, match="CenteredEP samples the local learning signal"):
+        ep.gradient(vf, x, y, estimator=CenteredEP(0.1))
+    # the library's own declare theirs, checked the same way
+    with pytest.raises(TypeError, match="GeneralizedHEP differentiates the activities"):
+        ep.gradient(
+            ep.EnergyMLP((9, 12, 4), key=jax.random.key(0)),
+            x,
+            y,
+            estimator=ep.GeneralizedHEP(0.1, 4),
+        )
+    assert ep.ImplicitDifferentiation().needs() == ep.ModelNeeds()
 
 
 def test_the_new_estimator_trains_and_its_metric_is_logged_as_it_declares(

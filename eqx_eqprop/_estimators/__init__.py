@@ -16,6 +16,7 @@ from ._generalized import (
     GeneralizedHEP as GeneralizedHEP,
     JacobianHomeostasis as JacobianHomeostasis,
 )
+from ._needs import ModelNeeds as ModelNeeds
 from ._oscillating import OscillatingEP as OscillatingEP
 from ._radius import (
     AbstractRadius as AbstractRadius,

@@ -12,6 +12,7 @@ from .._metrics import MetricSpec
 from .._models import AbstractModel, State
 from .._relaxation import AbstractRelaxation, RelaxationStats
 from .._results import RESULTS
+from ._needs import ModelNeeds
 
 
 def _steps_specs(prefix: str) -> dict[str, MetricSpec]:
@@ -158,6 +159,12 @@ class AbstractEstimator(eqx.Module):
     lives across steps (`None` for stateless estimators), `step` estimates one batch and
     returns the next state. `ep.gradient` wraps both for one-call use, `ep.gradient_step`
     threads the state."""
+
+    def needs(self) -> ModelNeeds:
+        """What the estimator needs of the network and the cost (`ModelNeeds`), checked
+        once by `ep.gradient`, `ep.gradient_step` and the training step before `step`
+        runs. Nothing by default (the references work on any network)."""
+        return ModelNeeds()
 
     def inaccurate_advice(self) -> tuple[str, ...]:
         """What to change when this estimator reports `RESULTS.inaccurate_estimate` in

@@ -23,14 +23,14 @@ from jax.core import Tracer
 from jaxtyping import Array, PyTree
 
 from .._checks import check_integer, check_real
-from .._costs import AbstractCost
 from .._inference import free_phase, mean_cost, nudged_relax
 from .._misc import complex_dtype, tree_astype, tree_norm
-from .._models import AbstractEnergyModel, AbstractModel, Nudge
+from .._models import Nudge
 from .._relaxation import RelaxationStats
 from .._results import RESULTS, combine_results
 from ._aliasing import aliasing_estimate
 from ._base import AbstractEstimator, PhaseInfo
+from ._needs import ModelNeeds
 from ._radius import AbstractRadius, AdaptiveRadius, ConstantRadius
 
 
@@ -39,30 +39,6 @@ def real_combination(coef, rows):
     if not jnp.iscomplexobj(coef):
         return jnp.tensordot(coef, rows, axes=1)
     return jnp.tensordot(coef.real, rows.real, axes=1) - jnp.tensordot(coef.imag, rows.imag, axes=1)
-
-
-def require_energy_model(model: AbstractModel, name: str) -> None:
-    if not isinstance(model, AbstractEnergyModel):
-        raise TypeError(
-            f"{name} samples the local learning signal dF/dtheta of an energy-based network "
-            f"(an AbstractEnergyModel); {type(model).__name__} has no energy. For a "
-            "vector-field network use GeneralizedHEP; ImplicitDifferentiation and "
-            "RecurrentBackprop work on any network."
-        )
-
-
-def require_holomorphic(model: AbstractModel, cost: AbstractCost, name: str) -> None:
-    """Complex nudges need every part of the network and the cost to be holomorphic."""
-    parts = list(model.non_holomorphic_parts())
-    if not type(cost).holomorphic:
-        parts.append(f"cost ({type(cost).__name__})")
-    if parts:
-        raise ValueError(
-            f"{name} relaxes complex nudges, which needs a holomorphic network and cost; "
-            f"not holomorphic: {', '.join(parts)}. Use a holomorphic activation (Sigmoid(), "
-            "SmoothClip()), SoftmaxPool() instead of max pooling, or real phases only "
-            "(ClassicEP, SymmetricEP, HolomorphicEP with num_phases <= 2)."
-        )
 
 
 def check_beta(beta, name: str, positive: bool = False) -> Array:
@@ -165,11 +141,9 @@ class AbstractPhaseEstimator(AbstractEstimator):
         """Unit factors `u_n`, the nudges being `beta_n = radius * u_n`, in circle order
         (conjugates of complex ones included, exactly)."""
 
-    def check_model(self, model: AbstractModel, cost: AbstractCost) -> None:
-        name = type(self).__name__
-        require_energy_model(model, name)
-        if any(u.imag != 0 for u in self.phase_factors()):
-            require_holomorphic(model, cost, name)
+    def needs(self) -> ModelNeeds:
+        """An energy network; a holomorphic one and cost when a phase is complex."""
+        return ModelNeeds(energy=True, holomorphic=any(u.imag != 0 for u in self.phase_factors()))
 
     def observable(self, model, x, s, nudge: Nudge | None) -> PyTree:
         """What is sampled at each phase (batched): the EP learning signal `dF/dtheta`."""
@@ -258,7 +232,6 @@ class AbstractPhaseEstimator(AbstractEstimator):
         return self.radius_rule().init(jnp.asarray(self.beta).astype(model.dtype))
 
     def step(self, model, x, y, state, *, relaxation, nudged_relaxation, cost, key):
-        self.check_model(model, cost)
         noisy = relaxation.noisy or nudged_relaxation.noisy
         key = key if noisy else None
         rule = self.radius_rule()

@@ -10,7 +10,7 @@ from jaxtyping import Array, PRNGKeyArray
 from .._checks import check_integer, check_real
 from .._inference import free_phase, mean_cost, nudged_relax
 from .._misc import tree_dot, tree_norm
-from .._models import AbstractModel, AbstractVectorFieldModel, Dynamics
+from .._models import AbstractVectorFieldModel, Dynamics
 from .._results import RESULTS, combine_results
 from ._base import AbstractEstimator, PhaseInfo
 from ._ep import (
@@ -18,8 +18,8 @@ from ._ep import (
     beta_field,
     check_target,
     circle_factors,
-    require_holomorphic,
 )
+from ._needs import ModelNeeds
 
 
 class JacobianHomeostasis(eqx.Module):
@@ -115,22 +115,6 @@ def _jacobian_transpose_product(model, xi, si):
     return lambda e: vjp(e)[0]
 
 
-def require_vector_field(model: AbstractModel, name: str) -> None:
-    if not isinstance(model, AbstractVectorFieldModel):
-        raise TypeError(
-            f"{name} differentiates the activities of a vector-field network (an "
-            f"AbstractVectorFieldModel, e.g. VectorFieldNet); {type(model).__name__} is not "
-            "one. For an energy network use HolomorphicEP: on it, generalized hEP is hEP."
-        )
-    if getattr(model, "has_feedback", True) is False:
-        raise ValueError(
-            f"{name}: this network has no feedback connection (its graph has no edge from a "
-            "higher layer to a lower one), so the nudge at the output never reaches the "
-            "hidden layers and EP has nothing to measure: EP needs feedback. Use "
-            "graph='symmetric' or 'loop', or train it with ImplicitDifferentiation."
-        )
-
-
 class GeneralizedHEP(AbstractAdaptiveEstimator):
     """Generalized holomorphic EP (Laborieux & Zenke 2024) for a vector-field network
     `du/dt = f(u) - beta dC/ds_out` with activities `s = sigma(u)`:
@@ -190,10 +174,10 @@ class GeneralizedHEP(AbstractAdaptiveEstimator):
     def phase_factors(self):
         return circle_factors(self.num_phases)
 
-    def check_model(self, model, cost):
-        require_vector_field(model, "GeneralizedHEP")
-        if any(u.imag != 0 for u in self.phase_factors()):
-            require_holomorphic(model, cost, "GeneralizedHEP")
+    def needs(self):
+        """A vector-field network with feedback; holomorphic with complex phases."""
+        complex_ = any(u.imag != 0 for u in self.phase_factors())
+        return ModelNeeds(vector_field=True, feedback=True, holomorphic=complex_)
 
     def observable(self, model, x, s, nudge):
         return jax.vmap(model.activities)(s)
@@ -264,7 +248,6 @@ class GeneralizedHEP(AbstractAdaptiveEstimator):
     def _forward_mode(self, model, x, y, relaxation, nudged_relaxation, cost):
         """`ds*/dbeta` exactly, by a Jacobian-vector product in beta through the nudged
         relaxation's implicit adjoint (from the free equilibrium, at beta = 0)."""
-        self.check_model(model, cost)
         if relaxation.noisy or nudged_relaxation.noisy:
             raise ValueError("GeneralizedHEP(num_phases=0) needs noise-free dynamics.")
         s_free, free_stats = jax.lax.stop_gradient(free_phase(model, x, relaxation))

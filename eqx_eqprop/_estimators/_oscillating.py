@@ -17,7 +17,8 @@ from .._models import AbstractEnergyModel, Dynamics, Nudge
 from .._relaxation import FixedPointRelaxation, relaxation_stats
 from .._results import RESULTS, combine_results
 from ._base import AbstractEstimator, GradientInfo
-from ._ep import beta_field, require_energy_model, require_holomorphic
+from ._ep import beta_field
+from ._needs import ModelNeeds, check_needs
 
 
 class OscillatingEP(AbstractEstimator):
@@ -69,10 +70,13 @@ class OscillatingEP(AbstractEstimator):
         if not 0 < self.dt <= 1:
             raise ValueError(f"OscillatingEP: dt must be in (0, 1], got {self.dt!r}.")
 
+    def needs(self):
+        """An energy network, holomorphic with its cost: the nudge rotates in the complex
+        plane."""
+        return ModelNeeds(energy=True, holomorphic=True)
+
     def _stepper(self, model, x, y, relaxation, cost, key):
         """`step(t, s) -> (s_next, beta_t)` for a batch of complex states."""
-        require_energy_model(model, "OscillatingEP")
-        require_holomorphic(model, cost, "OscillatingEP")
         cdtype = complex_dtype(model.dtype)
         frozen = jax.lax.stop_gradient(model)
         drives = jax.lax.stop_gradient(jax.vmap(model.drive)(x))
@@ -97,6 +101,7 @@ class OscillatingEP(AbstractEstimator):
         (complex), and the nudges `beta_t`, `(steps,)`: for plotting the oscillations.
         `relaxation` supplies the noise (none by default)."""
         x, y = check_inputs(model, x, y)
+        check_needs(self.needs(), model, cost, "OscillatingEP")
         relaxation = FixedPointRelaxation() if relaxation is None else relaxation
         step, s0, _ = self._stepper(model, x, y, relaxation, cost, key)
         total = (self.warmup_periods + self.num_periods) * self.period
@@ -111,7 +116,7 @@ class OscillatingEP(AbstractEstimator):
     def step(self, model, x, y, state, *, relaxation, nudged_relaxation, cost, key):
         del nudged_relaxation
         step, s0, drives = self._stepper(model, x, y, relaxation, cost, key)
-        energy_model = cast(AbstractEnergyModel, model)  # require_energy_model checked it
+        energy_model = cast(AbstractEnergyModel, model)  # needs() declares it, checked before step
         frozen = jax.lax.stop_gradient(model)
 
         def signal(s, b):

@@ -94,6 +94,13 @@ class AbstractModel(eqx.Module):
         """Logits that enter the cost."""
 
     @property
+    def has_feedback(self) -> bool:
+        """Whether a nudge at the output reaches the hidden layers (a connection from a
+        higher layer to a lower one): what EP measures. True for energy networks, whose
+        couplings are symmetric."""
+        return True
+
+    @property
     def num_layers(self) -> int | None:
         """Number of layers of a layered state (a tuple of arrays), else `None`."""
         s = self.init_state()
