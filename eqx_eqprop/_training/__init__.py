@@ -1,3 +1,4 @@
+from ._advice import failure_advice as failure_advice, warn_failed as warn_failed
 from ._build import (
     build_cost as build_cost,
     build_data as build_data,
@@ -20,19 +21,19 @@ from ._config import (
     preset_names as preset_names,
 )
 from ._devices import initialize_distributed as initialize_distributed
-from ._loop import (
+from ._hooks import (
     EpochRecord as EpochRecord,
     Hook as Hook,
     Printer as Printer,
     ProgressBar as ProgressBar,
+)
+from ._loop import (
     TrainingDiverged as TrainingDiverged,
     as_model_input as as_model_input,
     evaluate as evaluate,
-    failure_advice as failure_advice,
     load_trained_model as load_trained_model,
     read_device as read_device,
     train as train,
-    warn_failed as warn_failed,
 )
 from ._registry import REGISTRY as REGISTRY, kinds as kinds, register as register
 from ._step import (

@@ -1,28 +1,23 @@
 """The training loop: a jit-compiled step per batch, the device read once per logging
-interval, evaluation and an atomic checkpoint at the end of every epoch, hooks for
-the rest (progress bar, printing, your own)."""
+interval, evaluation and an atomic checkpoint at the end of every epoch, hooks
+(`_hooks.py`) for the rest (progress bar, printing, your own)."""
 
 import contextlib
 import dataclasses
 import json
 import math
-import sys
 import time
-import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import equinox as eqx
 import jax
 import numpy as np
-from tqdm import tqdm
 
 from .._data import Dataset, check_dataset, eval_batches, prefetch, train_batches
-from .._estimators import AbstractEstimator
-from .._metrics import MetricSpec
 from .._models import AbstractModel
-from .._relaxation import AbstractRelaxation
 from .._runtime import release_compiled_programs
+from ._advice import failure_advice, warn_failed
 from ._build import (
     build_cost,
     build_data,
@@ -49,6 +44,7 @@ from ._checkpoint import (
 )
 from ._config import HARMLESS, TrainConfig
 from ._devices import Placement, barrier, check_same_on_every_process, fingerprint
+from ._hooks import EpochRecord, Hook, Printer, ProgressBar
 from ._step import (
     TrainState,
     accumulate,
@@ -89,102 +85,6 @@ def as_model_input(model: AbstractModel, x: np.ndarray) -> np.ndarray:
     if len(shape) == 1 and x.ndim > 2 and math.prod(x.shape[1:]) == shape[0]:
         return x.reshape(len(x), shape[0])
     return x
-
-
-# ----------------------------------------------------------------------------- hooks
-
-
-class Hook:
-    """Called by `train` at its events; override what you need. `summary` holds the
-    means (and `_max` maxima) of the step metrics since the last call."""
-
-    def on_start(self, cfg: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> None:
-        pass
-
-    def on_log(self, step: int, summary: dict) -> None:
-        pass
-
-    def on_epoch_end(self, record: dict, model: AbstractModel) -> None:
-        pass
-
-    def on_end(self) -> None:
-        pass
-
-
-class ProgressBar(Hook):
-    """A tqdm bar per epoch with the live loss, accuracy and residual."""
-
-    def on_start(self, cfg, epoch, step, steps_per_epoch):
-        self.cfg, self.per_epoch = cfg, steps_per_epoch
-        self.bar = None
-        self._open(epoch, step % steps_per_epoch if step else 0)
-
-    def _open(self, epoch, initial):
-        if self.bar is not None:
-            self.bar.close()
-        self.bar = tqdm(
-            total=self.per_epoch,
-            initial=initial,
-            leave=False,
-            desc=f"{self.cfg.name} epoch {epoch + 1}/{self.cfg.loop['epochs']}",
-            dynamic_ncols=True,
-        )
-
-    def on_log(self, step, summary):
-        assert self.bar is not None  # opened by on_start and on_epoch_end
-        done = step % self.per_epoch or self.per_epoch
-        self.bar.update(done - self.bar.n)
-        self.bar.set_postfix(
-            loss=f"{summary['loss']:.3f}",
-            acc=f"{summary['accuracy']:.3f}",
-            res=f"{summary['residual']:.1e}",
-        )
-
-    def on_epoch_end(self, record, model):
-        if record["epoch"] < self.cfg.loop["epochs"]:
-            self._open(record["epoch"], 0)
-        else:  # the last epoch: no bar for an epoch that will not run
-            self.on_end()
-
-    def on_end(self):
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
-class EpochRecord(dict):
-    """What hooks get at the end of an epoch: the epoch's metrics, as `metrics.jsonl`
-    holds them, and `specs`, how each metric was reduced and what it is called
-    (`MetricSpec`, declared by the estimator's diagnostics)."""
-
-    def __init__(self, record: Mapping, specs: Mapping[str, MetricSpec] | None = None):
-        super().__init__(record)
-        self.specs = dict(specs or {})
-
-
-class Printer(Hook):
-    """One line per epoch, with every metric whose `MetricSpec` has a `label`."""
-
-    def __init__(self, name: str):
-        self.name = name
-
-    def on_epoch_end(self, record, model):
-        extra = ""
-        converged = record.get("converged_steps", 1.0)
-        for key, spec in getattr(record, "specs", {}).items():
-            if spec.label is None:
-                continue
-            if key in record:
-                extra += f", {spec.label} {record[key]:.1e}"
-                if spec.reduce == "converged_mean" and converged < 1.0:
-                    extra += f" (over the {100 * converged:.2g} % of steps that converged)"
-            elif spec.reduce == "converged_mean" and "converged_steps" in record:
-                extra += f", {spec.label} n/a (every step had a relaxation stop at its budget)"
-        tqdm.write(
-            f"{self.name} epoch {record['epoch']:3d}: test top1 {record['test_top1']:.4f}, "
-            f"loss {record['test_loss']:.4f}, {record['seconds']:.1f} s{extra}",
-            file=sys.stdout,
-        )
 
 
 # ------------------------------------------------------------------------ evaluation
@@ -263,49 +163,6 @@ def _flatten(tree: dict, prefix="") -> dict:
         else:
             out[f"{prefix}{k}"] = v
     return out
-
-
-def failure_advice(
-    relaxations: Sequence[AbstractRelaxation], model: AbstractModel, estimator: AbstractEstimator
-) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """What the objects of a run suggest when its relaxations miss their tolerance (the
-    relaxations and the model's components) and when its estimates are flagged
-    inaccurate (the estimator): `(unconverged, inaccurate)`, each piece of advice once."""
-    unconverged = [a for r in relaxations for a in r.unconverged_advice()]
-    unconverged += model.unconverged_advice()
-    once = tuple(dict.fromkeys(unconverged))
-    return once, tuple(dict.fromkeys(estimator.inaccurate_advice()))
-
-
-def warn_failed(
-    name: str,
-    epoch: int,
-    record: dict,
-    steps: int,
-    specs: dict[str, MetricSpec],
-    advice: tuple[tuple[str, ...], tuple[str, ...]],
-) -> None:
-    """The end-of-epoch warning about steps whose relaxations missed their tolerance or
-    whose estimate was flagged inaccurate, with the `advice` of the objects that failed
-    (`failure_advice`)."""
-    parts = []
-    for key, spec in specs.items():
-        if spec.unconverged and record.get(key):
-            parts.append(f"{100 * record[key]:.2g} % of the {spec.unconverged} relaxations")
-    if parts:
-        missed = " and ".join(parts) + " did not reach their tolerance"
-        suggestions = advice[0]
-    else:
-        missed = "the estimator flagged its estimate as inaccurate (error_tolerance)"
-        suggestions = advice[1]
-    fields = " and ".join(["failed_steps", ", ".join(k for k, s in specs.items() if s.unconverged)])
-    warnings.warn(
-        f"{name}, epoch {epoch}: in {record['failed_steps']} of {steps} steps {missed} "
-        f"({fields} in metrics.jsonl)."
-        + (f" To change it: {'; '.join(suggestions)}." if suggestions else ""),
-        RuntimeWarning,
-        stacklevel=3,
-    )
 
 
 class _Stopped(Exception):
