@@ -31,7 +31,7 @@ from .._results import RESULTS, combine_results
 from ._aliasing import aliasing_estimate
 from ._base import AbstractEstimator, PhaseInfo
 from ._needs import ModelNeeds
-from ._radius import AbstractRadius, AdaptiveRadius, ConstantRadius
+from ._radius import AbstractRadius, AdaptiveRadius, ConstantRadius, check_radius_settings
 
 
 def real_combination(coef, rows):
@@ -79,19 +79,13 @@ def check_target(estimator, name: str) -> None:
         optional=True,
         owner=name,
     )
-    check_real(
+    check_radius_settings(
+        estimator.target_error,
+        estimator.max_retries,
         estimator.min_radius_fraction,
-        "min_radius_fraction",
-        minimum=0.0,
-        maximum=1.0,
-        strict=True,
-        owner=name,
+        name,
+        optional=True,
     )
-    target = estimator.target_error
-    check_real(target, "target_error", minimum=0.0, strict=True, optional=True, owner=name)
-    if target is not None and not target < 1:
-        raise ValueError(f"{name}: target_error must be in (0, 1), got {target!r}.")
-    check_integer(estimator.max_retries, "max_retries", minimum=0, owner=name)
 
 
 def circle_factors(n: int) -> tuple[complex, ...]:
@@ -365,19 +359,12 @@ class HolomorphicEP(AbstractAdaptiveEstimator):
     - `max_retries`: smaller radii tried within one call (adaptive radius only).
     - `min_radius_fraction`: the radius never goes below this fraction of `beta`.
 
-    **Adaptive radius.** With `target_error`, the estimator keeps a radius `r` in its
-    state (`init`: `r = beta`). A call relaxes the phases at `r`; while the aliasing
-    estimate exceeds `target_error` or a complex phase diverged (the circle left the
-    region where the complex dynamics converge), it retries at
-    `r * 0.9 (target/error)^(1/N)` (clipped to [0.2, 0.9]; 0.5 after a diverged phase),
-    at most `max_retries` times, inside the same compiled call, like a rejected step of
-    an adaptive ODE solver, and keeps the attempt with the smallest estimate (the
-    estimate need not fall with the radius: it can rise while the circle still encloses
-    a singularity, and rises again where the relaxations' tolerance dominates it, about
-    tolerance / r: relax tighter to go lower). The accepted radius is `info.radius`, the
-    retries `info.retries`. The next call starts from `r * 0.9 (target/error)^(1/N)`
-    clipped to [0.5, 2], at most `beta`: the radius grows back when the estimate
-    allows, like a step-size controller. Not available with noisy dynamics.
+    **Adaptive radius.** With `target_error`, the radius follows `AdaptiveRadius` (its
+    docstring has the rule): a call whose aliasing estimate exceeds the target retries at
+    smaller radii inside the same compiled call and keeps the best attempt, and the
+    estimator state carries the radius to the next call, growing it back when the
+    estimate allows, like a step-size controller. The accepted radius is `info.radius`,
+    the retries `info.retries`. Not available with noisy dynamics.
 
     The complex phases need a holomorphic network and cost.
     """

@@ -21,6 +21,27 @@ def diverged(samples) -> Array:
     return jnp.any(samples.stats.result == RESULTS.diverged)
 
 
+def check_radius_settings(
+    target_error, max_retries, min_radius_fraction, owner: str, optional: bool = False
+) -> None:
+    """The settings of an adaptive radius (`target_error` may be `None` when
+    `optional`: a constant radius), each named in the error with its `owner`."""
+    check_real(
+        target_error, "target_error", minimum=0.0, strict=True, optional=optional, owner=owner
+    )
+    if target_error is not None and not target_error < 1:
+        raise ValueError(f"{owner}: target_error must be in (0, 1), got {target_error!r}.")
+    check_integer(max_retries, "max_retries", minimum=0, owner=owner)
+    check_real(
+        min_radius_fraction,
+        "min_radius_fraction",
+        minimum=0.0,
+        maximum=1.0,
+        strict=True,
+        owner=owner,
+    )
+
+
 class AbstractRadius(eqx.Module):
     """The rule by which a phase estimator (`ClassicEP`, `SymmetricEP`, `HolomorphicEP`,
     `GeneralizedHEP`) chooses the radius of its nudges at each call.
@@ -73,18 +94,8 @@ class AdaptiveRadius(AbstractRadius):
     adaptive: ClassVar[bool] = True
 
     def __check_init__(self):
-        name = "AdaptiveRadius"
-        check_real(self.target_error, "target_error", minimum=0.0, strict=True, owner=name)
-        if not self.target_error < 1:
-            raise ValueError(f"{name}: target_error must be in (0, 1), got {self.target_error!r}.")
-        check_integer(self.max_retries, "max_retries", minimum=0, owner=name)
-        check_real(
-            self.min_radius_fraction,
-            "min_radius_fraction",
-            minimum=0.0,
-            maximum=1.0,
-            strict=True,
-            owner=name,
+        check_radius_settings(
+            self.target_error, self.max_retries, self.min_radius_fraction, "AdaptiveRadius"
         )
 
     def init(self, beta):

@@ -224,7 +224,9 @@ class _Run:
             else "none (no step finished)"
         )
         train_step = make_train_step(estimator, relaxation, cost, optimizer, nudged)
-        self.specs = specs = train_step.metric_specs(self.state, x0, y0)
+        # one trace (nothing runs): the metrics' shapes and how each is reduced
+        shapes, specs = train_step.trace(self.state, x0, y0)
+        self.specs = specs
 
         @eqx.filter_jit
         def step_and_accumulate(state, acc, x, y):
@@ -234,7 +236,6 @@ class _Run:
         self.step_fn: Callable[..., tuple[TrainState, dict]] = step_and_accumulate
         self.eval_step = make_eval_step(relaxation, cost)
         self.eval_key = jax.random.fold_in(jax.random.key(self.seed), 2)
-        shapes = eqx.filter_eval_shape(train_step, self.state, x0, y0)[1]
         self.zeros = self.placement.replicate(empty_accumulator(shapes, specs))
 
     def train_epoch(self, stop_after_steps: int | None, steps_this_call: int) -> int:

@@ -46,9 +46,9 @@ def init_train_state(model, optimizer, estimator, key, x, y) -> TrainState:
 
 class TrainStep:
     """`step(state, x, y) -> (state, metrics)`: pure and jit-compiled (see
-    `make_train_step`). `metric_specs(state, x, y)` says, without running anything,
-    how an epoch reduces and names each metric (`MetricSpec`, declared by the
-    estimator's diagnostics; a metric without one is a mean)."""
+    `make_train_step`). `trace(state, x, y)` says, without running anything, the
+    metrics' shapes and how an epoch reduces and names each (`MetricSpec`, declared by
+    the estimator's diagnostics; a metric without one is a mean)."""
 
     def __init__(self, estimate_fn, optimizer):
         self._estimate = estimate_fn
@@ -58,12 +58,19 @@ class TrainStep:
     def __call__(self, state: "TrainState", x, y):
         return self._step(state, x, y)
 
+    def trace(self, state: "TrainState", x, y) -> tuple[dict, dict[str, MetricSpec]]:
+        """`(metric shapes, metric specs)` from one trace of the step (nothing runs)."""
+        _, shapes, specs = eqx.filter_eval_shape(self._run, state, x, y)
+        return shapes, specs
+
     def metric_specs(self, state: "TrainState", x, y) -> dict[str, MetricSpec]:
-        return eqx.filter_eval_shape(
-            lambda s, a, b: self._estimate(s, a, b)[1].metric_specs(), state, x, y
-        )
+        return self.trace(state, x, y)[1]
 
     def _apply(self, state: "TrainState", x, y):
+        new, metrics, _ = self._run(state, x, y)
+        return new, metrics
+
+    def _run(self, state: "TrainState", x, y):
         grads, info, estimator_state = self._estimate(state, x, y)
         params = eqx.filter(state.model, eqx.is_inexact_array)
         updates, opt_state = self._optimizer.update(grads, state.opt_state, params)
@@ -77,10 +84,10 @@ class TrainStep:
             "skipped": (~tree_all_finite(grads)).astype(jnp.float32),
             "nonfinite_params": (~finite).astype(jnp.float32),
         }
+        specs = info.metric_specs()
         only_converged = [
-            k for k, spec in info.metric_specs().items()
-            if spec.reduce == "converged_mean" and k in metrics
-        ]  # fmt: skip
+            k for k, spec in specs.items() if spec.reduce == "converged_mean" and k in metrics
+        ]
         if only_converged:
             # counted only in steps whose relaxations all met their tolerance; the
             # epoch divides their sum by `converged_steps`
@@ -90,7 +97,7 @@ class TrainStep:
             metrics["converged_steps"] = converged
         metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
         new = TrainState(model, opt_state, estimator_state, state.key, state.step + 1)
-        return new, metrics
+        return new, metrics, specs
 
 
 def make_train_step(
