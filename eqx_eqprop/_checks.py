@@ -126,3 +126,10 @@ def check_sizes(value, name: str, *, minimum_length: int = 1, owner: str = "") -
             f"{_prefix(owner)}{name} needs at least {minimum_length} entries, got {tuple(value)!r}."
         )
     return tuple(int(n) for n in value)
+
+
+def check_flag(value, name: str, *, owner: str = "") -> bool:
+    """A boolean (not `0`/`1` or the string `"true"`, which TOML and `--set` spell `true`)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{_prefix(owner)}{name} must be true or false, got {describe(value)}.")
+    return value

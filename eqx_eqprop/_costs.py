@@ -20,6 +20,18 @@ class AbstractCost(eqx.Module):
         self, logits: Inexact[Array, " classes"], label: Int[Array, ""]
     ) -> Inexact[Scalar, ""]: ...
 
+    def target(self, label: Int[Array, ""], num_classes: int, dtype) -> Array:
+        """The readout at which the cost of `label` is smallest: what rules that clamp
+        the outputs (`ContrastiveLearning`, `CoupledLearning`) clamp them to. Costs
+        without a finite minimiser (`CrossEntropy`) have none and raise."""
+        del label, num_classes, dtype
+        raise NotImplementedError(f"{type(self).__name__} has no finite minimiser.")
+
+    @classmethod
+    def has_target(cls) -> bool:
+        """Whether `target` is defined (the cost has a finite minimiser)."""
+        return cls.target is not AbstractCost.target
+
 
 class CrossEntropy(AbstractCost):
     """`-log softmax(logits)[label]`, through a log-sum-exp that stays holomorphic
@@ -43,3 +55,7 @@ class SquaredError(AbstractCost):
     def __call__(self, logits, label):
         target = jax.nn.one_hot(label, logits.shape[-1], dtype=logits.real.dtype)
         return 0.5 * jnp.sum((logits - target) ** 2)
+
+    def target(self, label, num_classes, dtype):
+        """The one-hot vector of `label`."""
+        return jax.nn.one_hot(label, num_classes, dtype=dtype)

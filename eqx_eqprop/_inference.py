@@ -7,7 +7,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray, Scalar
 
 from ._costs import AbstractCost
 from ._misc import sample_keys
-from ._models import AbstractModel, Dynamics, Nudge, State
+from ._models import AbstractModel, ClampedDynamics, Dynamics, Nudge, State, clamp
 from ._relaxation import AbstractRelaxation, RelaxationStats
 
 
@@ -96,3 +96,29 @@ def check_inputs(model: AbstractModel, x, y, *, runtime: bool = True) -> tuple[A
             f"labels y must lie in [0, {n}) for a model with {n} classes.",
         )
     return x, y
+
+
+def clamped_relax(
+    model: AbstractModel,
+    drives,
+    start: State,
+    outputs: Float[Array, "batch classes"],
+    relaxation: AbstractRelaxation,
+    key: PRNGKeyArray | None = None,
+    stream=1,
+) -> tuple[State, RelaxationStats]:
+    """Relax every sample with its output units (`model.output_layer`) held at
+    `outputs`, from `start` with the outputs set (`ClampedDynamics`), given the drives
+    `vmap(model.drive)(x)`. Noise comes from stream `stream` of `key`."""
+    layer = model.output_layer
+    if layer is None:
+        raise ValueError(f"{type(model).__name__} has no output units in its state to clamp.")
+    start = clamp(start, layer, outputs.astype(start[layer].dtype))
+
+    def dynamics(di, oi):
+        return ClampedDynamics(model, di, oi)
+
+    keys = (
+        None if key is None else jax.random.split(jax.random.fold_in(key, stream), outputs.shape[0])
+    )
+    return relaxation.relax_batch(dynamics, start, (drives, outputs), keys)

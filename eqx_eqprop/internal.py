@@ -22,6 +22,7 @@ from ._estimators._needs import require_holomorphic as require_holomorphic
 from ._estimators._reference import check_adjoint_fits as check_adjoint_fits
 from ._inference import (
     check_inputs as check_inputs,
+    clamped_relax as clamped_relax,
     mean_cost as mean_cost,
     nudged_relax as nudged_relax,
 )

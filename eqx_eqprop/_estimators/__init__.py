@@ -5,6 +5,11 @@ from ._base import (
     GradientInfo as GradientInfo,
     PhaseInfo as PhaseInfo,
 )
+from ._clamped import (
+    ClampedInfo as ClampedInfo,
+    ContrastiveLearning as ContrastiveLearning,
+    CoupledLearning as CoupledLearning,
+)
 from ._ep import (
     AbstractPhaseEstimator as AbstractPhaseEstimator,
     CenteredEP as CenteredEP,

@@ -18,12 +18,15 @@ class ModelNeeds(NamedTuple):
       the output reaches the hidden layers (`model.has_feedback`).
     - `holomorphic`: every part of the network and the cost holomorphic, for nudges at
       complex beta.
+    - `output_units`: output units in the state (`model.output_layer`) and a cost with
+      a finite minimiser (`cost.target`), for rules that clamp the outputs.
     """
 
     energy: bool = False
     vector_field: bool = False
     feedback: bool = False
     holomorphic: bool = False
+    output_units: bool = False
 
 
 def require_energy_model(model: AbstractModel, name: str) -> None:
@@ -69,6 +72,24 @@ def require_holomorphic(model: AbstractModel, cost: AbstractCost, name: str) -> 
         )
 
 
+def require_output_units(model: AbstractModel, cost: AbstractCost, name: str) -> None:
+    """Clamping holds output units of the state at the cost's minimiser."""
+    if model.output_layer is None:
+        raise ValueError(
+            f"{name} clamps the output units, which must be neurons of the network's state; "
+            f"this {type(model).__name__} reads its outputs out inside the cost (a readout "
+            "layer, not neurons). Build it with output_units=True (in a config: "
+            "model.output_units = true) and train it with a SquaredError cost."
+        )
+    if not type(cost).has_target():
+        raise ValueError(
+            f"{name} clamps the outputs at the target the cost is smallest at, and "
+            f"{type(cost).__name__} has none (no finite minimiser). Use SquaredError() "
+            '(in a config: cost = "squared_error"), as Movellan (1991) and Stern et al. '
+            "(2021) do."
+        )
+
+
 def check_needs(needs: ModelNeeds, model: AbstractModel, cost: AbstractCost, name: str) -> None:
     """Raise, naming the estimator, if `model` or `cost` lacks what `needs` declares."""
     if needs.energy:
@@ -79,3 +100,5 @@ def check_needs(needs: ModelNeeds, model: AbstractModel, cost: AbstractCost, nam
         require_feedback(model, name)
     if needs.holomorphic:
         require_holomorphic(model, cost, name)
+    if needs.output_units:
+        require_output_units(model, cost, name)

@@ -1,9 +1,11 @@
 from ._base import (
     AbstractDynamics as AbstractDynamics,
     AbstractModel as AbstractModel,
+    ClampedDynamics as ClampedDynamics,
     Dynamics as Dynamics,
     Nudge as Nudge,
     State as State,
+    clamp as clamp,
 )
 from ._conv import EnergyConvNet as EnergyConvNet
 from ._energy import AbstractEnergyModel as AbstractEnergyModel

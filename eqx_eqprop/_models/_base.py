@@ -101,6 +101,13 @@ class AbstractModel(eqx.Module):
         return True
 
     @property
+    def output_layer(self) -> int | None:
+        """The index of the layer of the state that holds the output units, which rules
+        that clamp the outputs (`ContrastiveLearning`, `CoupledLearning`) hold fixed;
+        `None` (the default) when the readout lives in the cost, not in the state."""
+        return None
+
+    @property
     def num_layers(self) -> int | None:
         """Number of layers of a layered state (a tuple of arrays), else `None`."""
         s = self.init_state()
@@ -182,11 +189,62 @@ class AbstractDynamics(eqx.Module):
         """Layers that `update_layers` can update separately, or `None`."""
         return None
 
+    def noise_scale(self, s: State) -> State | None:
+        """A factor on the noise of each unit in a continuous-time noisy relaxation
+        (`SDERelaxation`), shaped like `s`: 0 for units held fixed. `None` (the
+        default): every unit is noisy."""
+        del s
+        return None
+
     def update_layers(self, s: State, layers: tuple[int, ...], noise: State | None = None):
         """`T(s)` on `layers` only; the other layers keep their values."""
         raise ValueError(
             f"{type(self).__name__} has no layered structure: use a synchronous relaxation."
         )
+
+
+def clamp(s: State, layer: int, value: Inexact[Array, "..."]) -> State:
+    """The layered state `s` with layer `layer` replaced by `value`."""
+    return tuple(value if i == layer else v for i, v in enumerate(s))
+
+
+class ClampedDynamics(AbstractDynamics):
+    """A model's free dynamics for one sample with its output units held at `outputs`
+    (the clamped phase of contrastive Hebbian learning, Movellan 1991, and of coupled
+    learning, Stern et al. 2021): `T(s)` on every other layer, `outputs` on the model's
+    `output_layer`. A relaxation started from a clamped state keeps the outputs
+    exactly; its equilibrium is that of the other layers given the outputs."""
+
+    model: AbstractModel
+    drive: PyTree
+    outputs: Inexact[Array, "..."]
+
+    def __call__(self, s, noise=None):
+        return clamp(self.model.update(s, self.drive, None, noise), self._layer, self.outputs)
+
+    def noise_scale(self, s):
+        """No noise on the held outputs."""
+        return tuple(
+            jnp.zeros_like(v) if i == self._layer else jnp.ones_like(v) for i, v in enumerate(s)
+        )
+
+    @property
+    def _layer(self) -> int:
+        layer = self.model.output_layer
+        assert layer is not None, "ClampedDynamics needs a model with output units"
+        return layer
+
+    @property
+    def num_layers(self):
+        return self.model.num_layers
+
+    def update_layers(self, s, layers, noise=None):
+        free = tuple(i for i in layers if i != self._layer)
+        if free:
+            s = self.model.update(s, self.drive, None, noise, layers=free)
+        # the outputs are set on every sweep, so a start whose outputs are not the
+        # clamp (a 16-bit first pass, a user's own start) is clamped too
+        return clamp(s, self._layer, self.outputs)
 
 
 class Dynamics(AbstractDynamics):

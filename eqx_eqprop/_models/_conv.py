@@ -9,7 +9,7 @@ import jax.tree_util as jtu
 from jaxtyping import PRNGKeyArray
 
 from .._activations import AbstractActivation, SmoothClip
-from .._checks import check_integer, check_sizes
+from .._checks import check_flag, check_integer, check_sizes
 from .._layers import AbstractPool, Conv2d, Dense, MaxPool
 from .._misc import is_complex_tree, tree_dot
 from ._base import layered_param_groups
@@ -33,8 +33,13 @@ class EnergyConvNet(AbstractEnergyModel):
 
         Phi(x, s) = sum_l < P_l(conv_l(s_l)) + b_l, s_{l+1} >,   s_0 = x,
 
-    with a linear readout of the last state inside the cost (not a neuron layer). The
-    bias is added after the pooling (it commutes with max, average and softmax pooling).
+    with a linear readout of the last state inside the cost (not a neuron layer). With
+    `output_units=True` the readout coupling is part of the energy instead,
+    `Phi += <s_o, W_out flatten(s_L) + b_out>`, and the outputs `s_o` (a vector) are the
+    last layer of the state, read out as they are (what clamping rules such as
+    `ContrastiveLearning` need; use a `SquaredError` cost on them). The parameters are
+    the same either way. The bias is added after the pooling (it commutes with max,
+    average and softmax pooling).
     VGG-4 of Laborieux et al. (2021) on 32x32x3 is
     `EnergyConvNet((32, 32, 3), (128, 256, 512, 512), 10, paddings=("SAME",) * 3 +
     ("VALID",))`: states 16x16x128, 8x8x256, 4x4x512, 1x1x512.
@@ -50,6 +55,7 @@ class EnergyConvNet(AbstractEnergyModel):
     - `activation`: `sigma`; default the holomorphic clip to [0, 1] over [0, 2],
       `SmoothClip(width=2.0)`.
     - `weight_scale`: weights truncated normal with std `weight_scale / sqrt(fan_in)`.
+    - `output_units`: the outputs are neurons of the state (see above); default `False`.
     - `dtype`: real floating dtype (default: JAX's default float).
     - `key`: a PRNG key.
     """
@@ -60,6 +66,7 @@ class EnergyConvNet(AbstractEnergyModel):
     activation: AbstractActivation
     image_shape: tuple[int, int, int] = eqx.field(static=True)
     state_shapes: tuple[tuple[int, int, int], ...] = eqx.field(static=True)
+    output_units: bool = eqx.field(static=True)
 
     def __init__(
         self,
@@ -72,10 +79,12 @@ class EnergyConvNet(AbstractEnergyModel):
         pooling: AbstractPool = MaxPool(),
         activation: AbstractActivation = SmoothClip(width=2.0),
         weight_scale: float = 1.0,
+        output_units: bool = False,
         dtype=None,
         key: PRNGKeyArray,
     ):
         owner = "EnergyConvNet"
+        check_flag(output_units, "output_units", owner=owner)
         input_shape = check_sizes(input_shape, "input_shape", owner=owner)
         if len(input_shape) != 3:
             raise ValueError(
@@ -129,6 +138,7 @@ class EnergyConvNet(AbstractEnergyModel):
         self.activation = activation
         self.image_shape = input_shape
         self.state_shapes = tuple(shapes)
+        self.output_units = output_units
 
     @property
     def input_shape(self):
@@ -140,10 +150,17 @@ class EnergyConvNet(AbstractEnergyModel):
 
     @property
     def num_layers(self):
-        return len(self.convs)
+        return len(self.convs) + self.output_units
+
+    @property
+    def output_layer(self):
+        return len(self.convs) if self.output_units else None
 
     def init_state(self):
-        return tuple(jnp.zeros(shape, self.dtype) for shape in self.state_shapes)
+        maps = tuple(jnp.zeros(shape, self.dtype) for shape in self.state_shapes)
+        if not self.output_units:
+            return maps
+        return (*maps, jnp.zeros(self.num_classes, self.dtype))
 
     def _feed(self, i: int, v):
         """`P_i(conv_i(v))` without the bias."""
@@ -154,15 +171,20 @@ class EnergyConvNet(AbstractEnergyModel):
         assert len(biases) == len(self.convs)  # every coupling of the net has one
         first = self._feed(0, x) + biases[0][None, None, :]
         rest = (jnp.broadcast_to(b, s) for b, s in zip(biases[1:], self.state_shapes[1:]))
-        return (first, *rest)
+        outputs = (self.readout_layer.bias,) if self.output_units else ()
+        return (first, *rest, *outputs)
 
     def coupling(self, s):
         total = jnp.zeros((), s[0].dtype)
         for i in range(1, len(self.convs)):
             total = total + jnp.sum(self._feed(i, s[i - 1]) * s[i])
+        if self.output_units:
+            total = total + jnp.sum(self.readout_layer.linear(s[-2].reshape(-1)) * s[-1])
         return total
 
     def readout(self, s):
+        if self.output_units:
+            return s[-1]
         return self.readout_layer(s[-1].reshape(-1))
 
     def learning_signal_change(self, x, s0, s, nudge):
@@ -194,6 +216,12 @@ class EnergyConvNet(AbstractEnergyModel):
                 u, du = c[i - 1]
                 e = e - jnp.sum(model.convs[i].linear(d[i - 1]) * u)
                 e = e - jnp.sum(model.convs[i].linear(s0_i[i - 1]) * du)
+            if (
+                model.output_units
+            ):  # <W flat(s_a), s_b>: changes by W flat(d_a) s_b + W flat(s0_a) d_b
+                read = model.readout_layer.linear
+                e = e - jnp.sum(read(d[n - 1].reshape(-1)) * s_i[n])
+                e = e - jnp.sum(read(s0_i[n - 1].reshape(-1)) * d[n])
             if nudge is not None:
                 e = e + nudge.beta * nudge.cost(model.readout(s_i), label)
             return e

@@ -120,6 +120,9 @@ class SDERelaxation(AbstractRelaxation):
                 0.0, self.duration, tol=self.dt / 2, shape=shapes, key=key
             )
             diagonal = _noise_diagonal(y0, self.noise)
+            scale = dynamics.noise_scale(y0)
+            if scale is not None:  # held units (a clamped phase) get none
+                diagonal = jtu.tree_map(jnp.multiply, diagonal, scale)
             diffusion = diffrax.ControlTerm(
                 lambda t, y, args: lx.DiagonalLinearOperator(diagonal), brownian
             )

@@ -21,11 +21,13 @@ import optax
 import optimistix as optx
 
 from .. import _activations as act, _costs as costs
-from .._checks import check_integer, check_real, check_sizes, describe
+from .._checks import check_flag, check_integer, check_real, check_sizes, describe
 from .._data import load_dataset
 from .._estimators import (
     BPTT,
     ClassicEP,
+    ContrastiveLearning,
+    CoupledLearning,
     GeneralizedHEP,
     HolomorphicEP,
     ImplicitDifferentiation,
@@ -218,11 +220,14 @@ def _hidden(hidden) -> tuple[int, ...]:
     return check_sizes(hidden, "hidden")
 
 
-def check_mlp(*, hidden=(64,), activation=None, weight_scale=1.0, dtype="float32"):
+def check_mlp(
+    *, hidden=(64,), activation=None, weight_scale=1.0, output_units=False, dtype="float32"
+):
     """The arguments of the `mlp` factory, checked without building anything."""
     del activation
     _hidden(hidden)
     check_weight_scale(weight_scale, "")
+    check_flag(output_units, "output_units")
     _check_dtype(dtype)
 
 
@@ -234,6 +239,7 @@ def mlp(
     hidden=(64,),
     activation=act.Sigmoid(),
     weight_scale=1.0,
+    output_units=False,
     dtype="float32",
 ):
     """`EnergyMLP((prod(sample_shape), *hidden, num_classes))`: images are flattened."""
@@ -242,6 +248,7 @@ def mlp(
         (features, *_hidden(hidden), num_classes),
         activation=activation,
         weight_scale=weight_scale,
+        output_units=output_units,
         dtype=dtype,
         key=key,
     )
@@ -255,6 +262,7 @@ def check_conv(
     pooling=None,
     activation=None,
     weight_scale=1.0,
+    output_units=False,
     dtype="float32",
 ):
     """The arguments of the `conv` factory, checked without building anything (the
@@ -270,6 +278,7 @@ def check_conv(
     for k in kernels:
         check_integer(k, "kernel_sizes")
     check_weight_scale(weight_scale, "")
+    check_flag(output_units, "output_units")
     _check_dtype(dtype)
 
 
@@ -284,6 +293,7 @@ def conv(
     pooling=MaxPool(),
     activation=act.SmoothClip(width=2.0),
     weight_scale=1.0,
+    output_units=False,
     dtype="float32",
 ):
     """`EnergyConvNet(sample_shape, channels, num_classes, ...)` on NHWC images."""
@@ -296,6 +306,7 @@ def conv(
         pooling=pooling,
         activation=activation,
         weight_scale=weight_scale,
+        output_units=output_units,
         dtype=dtype,
         key=key,
     )
@@ -448,6 +459,8 @@ def _register_library():
         "bptt": BPTT,
         "rbp": RecurrentBackprop,
         "generalized_hep": GeneralizedHEP,
+        "contrastive": ContrastiveLearning,
+        "coupled": CoupledLearning,
     }
     for kind, cls in estimators.items():
         register("estimator", kind, cls)
