@@ -141,3 +141,28 @@ def test_conv_fidelity_ranks_settings_against_the_exact_gradient(tmp_path):
     assert (
         json.loads((tmp_path / "fidelity.json").read_text())["settings"].keys() == settings.keys()
     )
+
+
+def test_learning_rules_report_counts_from_the_runs_files(tmp_path, capsys):
+    """The table's numbers against hand counts from two fake runs' files."""
+    report = load("learning_rules")
+    for name, accs, clamped in (("a", [0.5, 0.75, 0.7], True), ("b", [0.6, 0.8], False)):
+        run = tmp_path / name
+        run.mkdir()
+        lines = []
+        for i, acc in enumerate(accs):
+            record = {"epoch": i + 1, "test_top1": acc, "seconds": 10.0 + i, "free_steps": 20.0}
+            record["clamped_steps" if clamped else "nudged_steps"] = 5.0 + i
+            lines.append(json.dumps(record))
+        (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    check = tmp_path / "a.json"
+    check.write_text(json.dumps({"training_setting": {"cosine": 0.5}}))
+    out = tmp_path / "fig.png"
+    report.main([f"A={tmp_path / 'a'}:{check}", f"B={tmp_path / 'b'}", "--out", str(out)])
+    rows = capsys.readouterr().out.splitlines()
+    assert len(rows) == 4 and out.stat().st_size > 0
+    # a: 3 epochs, last 70 %, best 75 %, 10 + 11 + 12 s, 20 + 7 sweeps, cosine 0.5
+    assert rows[2] == "| A | 3 | 70.00 % | 75.00 % | 33 | 27.0 | 0.500 | - |"
+    assert rows[3] == "| B | 2 | 80.00 % | 80.00 % | 21 | 26.0 | - | - |"
+    with pytest.raises(SystemExit, match="is .* a run directory"):
+        report.main([f"C={tmp_path}"])

@@ -10,6 +10,7 @@ and a cost with a finite minimiser (`SquaredError`).
 """
 
 import abc
+from typing import cast
 
 import equinox as eqx
 import jax
@@ -20,7 +21,7 @@ from jaxtyping import Array, Real, Scalar
 
 from .._checks import check_real
 from .._inference import clamped_relax, free_phase, mean_cost
-from .._models import State
+from .._models import AbstractEnergyModel, State
 from .._relaxation import RelaxationStats
 from .._results import RESULTS, combine_results
 from ._base import (
@@ -96,7 +97,8 @@ class AbstractClampedEstimator(AbstractEstimator):
                 jax.lax.stop_gradient(model), drives, s_free, outputs, nudged_relaxation, key
             )
         )
-        change = model.learning_signal_change(x, s_free, s_clamped, None)
+        energy_model = cast(AbstractEnergyModel, model)  # needs() declares it, checked before step
+        change = energy_model.learning_signal_change(x, s_free, s_clamped, None)
         grads = jax.tree_util.tree_map(lambda g: g / self.scale(), change)
         info = ClampedInfo(
             loss=mean_cost(model, s_free, y, cost),
