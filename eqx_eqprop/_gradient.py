@@ -12,6 +12,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree, Real, Scalar
 
 from ._costs import AbstractCost, CrossEntropy
 from ._estimators import AbstractEstimator, AbstractGradientInfo
+from ._estimators._base import call_step
 from ._estimators._needs import check_needs
 from ._inference import check_inputs, free_phase, mean_cost, nudged_relax
 from ._misc import complex_dtype
@@ -89,7 +90,8 @@ def estimate(
     noisy = relaxation.noisy or nudged_relaxation.noisy
     if noisy and key is None:
         raise ValueError("This relaxation has noisy dynamics: pass key=jax.random.key(...).")
-    return estimator.step(
+    return call_step(
+        estimator,
         model,
         x,
         y,

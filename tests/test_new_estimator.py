@@ -14,9 +14,16 @@ import pytest
 from jaxtyping import Array
 
 import eqx_eqprop as ep
-from eqx_eqprop.internal import REGISTRY, cli_main, load_digits, mean_cost, nudged_relax
+from eqx_eqprop.internal import (
+    REGISTRY,
+    build_estimator,
+    cli_main,
+    load_digits,
+    mean_cost,
+    nudged_relax,
+)
 
-from .helpers import TIGHT, implicit_gradient, rel_error
+from .helpers import TIGHT, implicit_gradient, problem, rel_error
 
 
 class CenteredInfo(ep.AbstractGradientInfo):
@@ -166,3 +173,59 @@ def test_the_cli_trains_it_and_its_failures_are_named_in_the_warning(tmp_path, r
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert record["nudged_unconverged"] > 0 and "even_part" in record
     assert isinstance(ep.load_trained_model(out), eqx.Module)
+
+
+class FreePhaseOnly(ep.AbstractEstimator):
+    """An estimator whose step takes only the free relaxation (its `step_inputs`): the
+    implicit gradient, computed through the library's reference."""
+
+    step_inputs = ("relaxation",)
+
+    def step(self, model, x, y, state, *, relaxation, cost):
+        return ep.ImplicitDifferentiation().step(
+            model, x, y, state, relaxation=relaxation, cost=cost
+        )
+
+
+class Misnamed(FreePhaseOnly):
+    step_inputs = ("relaxation", "adjoint")
+
+
+def test_step_is_called_with_what_it_declares_and_nothing_else():
+    model, x, y = problem()
+    # a step that took the nudged relaxation or the key would fail here with a TypeError
+    ours, _ = ep.gradient(model, x, y, estimator=FreePhaseOnly(), relaxation=TIGHT)
+    assert rel_error(ours, implicit_gradient(model, x, y)) < 1e-12
+    with pytest.raises(TypeError, match=r"Misnamed.step_inputs names \['adjoint'\]"):
+        ep.gradient(model, x, y, estimator=Misnamed(), relaxation=TIGHT)
+    assert ep.BPTT.step_inputs == () and ep.HolomorphicEP.step_inputs == (
+        "relaxation",
+        "nudged_relaxation",
+        "key",
+    )
+
+
+def test_recurrent_backprop_holds_its_adjoint_relaxation():
+    model, x, y = problem()
+    anderson = ep.AndersonRelaxation(max_steps=300, rtol=1e-13, atol=1e-13, even_odd=False)
+    rbp = ep.RecurrentBackprop(adjoint_relaxation=anderson)
+    assert rbp.adjoint_relaxation is anderson
+    g, info = ep.gradient(model, x, y, estimator=rbp, relaxation=TIGHT)
+    assert rel_error(g, implicit_gradient(model, x, y)) < 1e-9
+    # Anderson reaches the adjoint's fixed point in fewer steps than the default iteration
+    _, plain = ep.gradient(
+        model, x, y, estimator=ep.RecurrentBackprop(rtol=1e-13, atol=1e-13), relaxation=TIGHT
+    )
+    assert np.mean(info.adjoint_stats.steps) < np.mean(plain.adjoint_stats.steps)
+    cfg = ep.get_preset("digits-hep").update(
+        {
+            "estimator": {
+                "kind": "rbp",
+                "adjoint_relaxation": {"kind": "anderson", "even_odd": False},
+            }
+        }
+    )
+    built = build_estimator(cfg)
+    assert isinstance(built.adjoint_relaxation, ep.AndersonRelaxation)
+    with pytest.raises(TypeError, match="adjoint_relaxation must be a noise-free relaxation"):
+        ep.RecurrentBackprop(adjoint_relaxation=ep.FixedPointRelaxation(max_steps=5, rtol=None, atol=None, noise=0.1))

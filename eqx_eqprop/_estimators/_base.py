@@ -1,7 +1,7 @@
 """The estimator interface (init/step, optionally stateful) and the diagnostics objects."""
 
 import abc
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -153,12 +153,24 @@ class AdjointInfo(AbstractGradientInfo):
         return super().converged() & _all_converged(self.adjoint_stats)
 
 
+STEP_INPUTS = ("relaxation", "nudged_relaxation", "key")
+
+
 class AbstractEstimator(eqx.Module):
     """A strategy that estimates `dL/dtheta` for a batch, in the init/step pattern of
     optimistix solvers and diffrax step-size controllers: `init` makes the state that
     lives across steps (`None` for stateless estimators), `step` estimates one batch and
     returns the next state. `ep.gradient` wraps both for one-call use, `ep.gradient_step`
-    threads the state."""
+    threads the state.
+
+    `step_inputs` names what `step` takes by keyword besides `cost`: the free
+    `relaxation`, the `nudged_relaxation` of a second phase, the PRNG `key`. An estimator
+    lists only what it uses and is called with exactly those (`call_step`); the default
+    is all three. What else it uses (an adjoint relaxation, a reference estimator) it
+    holds as fields.
+    """
+
+    step_inputs: ClassVar[tuple[str, ...]] = STEP_INPUTS
 
     def needs(self) -> ModelNeeds:
         """What the estimator needs of the network and the cost (`ModelNeeds`), checked
@@ -184,10 +196,34 @@ class AbstractEstimator(eqx.Module):
         y: Int[Array, " batch"],
         state: Any,
         *,
-        relaxation: AbstractRelaxation,
-        nudged_relaxation: AbstractRelaxation,
         cost: AbstractCost,
-        key: PRNGKeyArray | None,
+        **inputs: Any,
     ) -> tuple[PyTree, AbstractGradientInfo, Any]:
-        """Inputs are already checked. `key` (or `None`) drives noisy dynamics and any
-        other randomness of the estimator (probes). Returns `(grads, info, next state)`."""
+        """Inputs are already checked. `inputs` are those of `step_inputs`:
+        `relaxation`, `nudged_relaxation` (`AbstractRelaxation`s) and `key` (a PRNG key
+        or `None`, for noisy dynamics and any other randomness of the estimator).
+        Returns `(grads, info, next state)`."""
+
+
+def call_step(
+    estimator: AbstractEstimator,
+    model: AbstractModel,
+    x,
+    y,
+    state,
+    *,
+    relaxation: AbstractRelaxation,
+    nudged_relaxation: AbstractRelaxation,
+    cost: AbstractCost,
+    key: PRNGKeyArray | None,
+):
+    """`estimator.step` with the inputs its `step_inputs` names, and no others."""
+    given = {"relaxation": relaxation, "nudged_relaxation": nudged_relaxation, "key": key}
+    unknown = [name for name in estimator.step_inputs if name not in given]
+    if unknown:
+        raise TypeError(
+            f"{type(estimator).__name__}.step_inputs names {unknown}; an estimator's step "
+            f"can take {', '.join(STEP_INPUTS)}."
+        )
+    inputs = {name: given[name] for name in estimator.step_inputs}
+    return estimator.step(model, x, y, state, cost=cost, **inputs)

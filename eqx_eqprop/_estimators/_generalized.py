@@ -12,7 +12,7 @@ from .._inference import free_phase, mean_cost, nudged_relax
 from .._misc import tree_dot, tree_norm
 from .._models import AbstractVectorFieldModel, Dynamics
 from .._results import RESULTS, combine_results
-from ._base import AbstractEstimator, PhaseInfo
+from ._base import AbstractEstimator, PhaseInfo, call_step
 from ._ep import (
     AbstractAdaptiveEstimator,
     beta_field,
@@ -217,7 +217,8 @@ class GeneralizedHEP(AbstractAdaptiveEstimator):
             )
         diagnostics = {}
         if self.reference is not None:
-            truth, _, _ = self.reference.step(
+            truth, _, _ = call_step(
+                self.reference,
                 model,
                 x,
                 y,

@@ -113,8 +113,9 @@ class OscillatingEP(AbstractEstimator):
         _, (states, betas) = jax.lax.scan(body, s0, jnp.arange(total))
         return states, betas
 
-    def step(self, model, x, y, state, *, relaxation, nudged_relaxation, cost, key):
-        del nudged_relaxation
+    step_inputs = ("relaxation", "key")
+
+    def step(self, model, x, y, state, *, relaxation, cost, key):
         step, s0, drives = self._stepper(model, x, y, relaxation, cost, key)
         energy_model = cast(AbstractEnergyModel, model)  # needs() declares it, checked before step
         frozen = jax.lax.stop_gradient(model)

@@ -13,7 +13,7 @@ from .._checks import check_integer
 from .._inference import free_phase, mean_cost
 from .._misc import tree_dot
 from .._models import AbstractDynamics, Dynamics
-from .._relaxation import FixedPointRelaxation, relaxation_stats
+from .._relaxation import AbstractRelaxation, FixedPointRelaxation, relaxation_stats
 from .._relaxation._fixed_point import check_steps_and_tolerances
 from .._results import RESULTS, combine_results
 from ._base import AbstractEstimator, AdjointInfo, GradientInfo
@@ -54,8 +54,9 @@ class ImplicitDifferentiation(AbstractEstimator):
     the implicit function theorem, `dL/dtheta = dC/dtheta + (dT/dtheta)^T lambda` with
     `(I - dT/ds)^T lambda = dC/ds`, solved by the relaxation's adjoint (lineax)."""
 
-    def step(self, model, x, y, state, *, relaxation, nudged_relaxation, cost, key):
-        del nudged_relaxation, key
+    step_inputs = ("relaxation",)
+
+    def step(self, model, x, y, state, *, relaxation, cost):
         if relaxation.noisy:
             raise ValueError(
                 "ImplicitDifferentiation needs a deterministic equilibrium; noisy dynamics "
@@ -81,9 +82,9 @@ class BPTT(AbstractEstimator):
     def __check_init__(self):
         check_integer(self.num_steps, "num_steps", owner="BPTT")
 
-    def step(self, model, x, y, state, *, relaxation, nudged_relaxation, cost, key):
-        del relaxation, nudged_relaxation, key
+    step_inputs = ()
 
+    def step(self, model, x, y, state, *, cost):
         def unroll(model, xi):
             dynamics = Dynamics(model, model.drive(xi))
             step = lambda s, _: (dynamics(s), None)  # noqa: E731
@@ -119,21 +120,41 @@ class RecurrentBackprop(AbstractEstimator):
     """Recurrent backpropagation (Almeida 1987; Pineda 1987): after the free phase,
     relax the adjoint `lambda <- (dT/ds)^T lambda + dC/ds` to its fixed point, then
     `dL/dtheta = dC/dtheta + (dT/dtheta)^T lambda` (one batched vector-Jacobian product).
-    The adjoint relaxation's stats are in `info.adjoint_stats`."""
+    The adjoint relaxation's stats are in `info.adjoint_stats`.
 
-    max_steps: int = eqx.field(static=True, default=1000)
-    rtol: float = eqx.field(static=True, default=1e-5)
-    atol: float = eqx.field(static=True, default=1e-5)
+    - `max_steps`, `rtol`, `atol`: the budget and tolerance of the adjoint relaxation
+      (a `FixedPointRelaxation`), when `adjoint_relaxation` is not given.
+    - `adjoint_relaxation`: the relaxation of the adjoint, any noise-free relaxation of
+      an unlayered state (e.g. `AndersonRelaxation(even_odd=False)`); held as the
+      field `adjoint_relaxation`.
+    """
 
-    def __check_init__(self):
-        check_steps_and_tolerances(self, self.max_steps, self.rtol, self.atol)
-        if self.rtol is None:
-            raise ValueError("RecurrentBackprop: the adjoint relaxation needs rtol and atol.")
+    adjoint_relaxation: AbstractRelaxation
 
-    def step(self, model, x, y, state, *, relaxation, nudged_relaxation, cost, key):
-        del nudged_relaxation
+    def __init__(
+        self,
+        max_steps: int = 1000,
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
+        adjoint_relaxation: AbstractRelaxation | None = None,
+    ):
+        if adjoint_relaxation is None:
+            check_steps_and_tolerances(self, max_steps, rtol, atol)
+            if rtol is None:
+                raise ValueError("RecurrentBackprop: the adjoint relaxation needs rtol and atol.")
+            adjoint_relaxation = FixedPointRelaxation(max_steps, rtol, atol)
+        elif not isinstance(adjoint_relaxation, AbstractRelaxation) or adjoint_relaxation.noisy:
+            raise TypeError(
+                "RecurrentBackprop: adjoint_relaxation must be a noise-free relaxation, got "
+                f"{adjoint_relaxation!r}."
+            )
+        self.adjoint_relaxation = adjoint_relaxation
+
+    step_inputs = ("relaxation", "key")
+
+    def step(self, model, x, y, state, *, relaxation, cost, key):
         s, stats = jax.lax.stop_gradient(free_phase(model, x, relaxation, key))
-        adjoint_relaxation = FixedPointRelaxation(self.max_steps, self.rtol, self.atol)
+        adjoint_relaxation = self.adjoint_relaxation
 
         def adjoint(si, xi, yi):
             _, transpose = jax.vjp(Dynamics(model, model.drive(xi)), si)

@@ -65,6 +65,7 @@ NESTED = {
     "adjoint": "adjoint",
     "homeostasis": "homeostasis",
     "reference": "estimator",
+    "adjoint_relaxation": "relaxation",
 }
 
 
