@@ -228,4 +228,6 @@ def test_recurrent_backprop_holds_its_adjoint_relaxation():
     built = build_estimator(cfg)
     assert isinstance(built.adjoint_relaxation, ep.AndersonRelaxation)
     with pytest.raises(TypeError, match="adjoint_relaxation must be a noise-free relaxation"):
-        ep.RecurrentBackprop(adjoint_relaxation=ep.FixedPointRelaxation(max_steps=5, rtol=None, atol=None, noise=0.1))
+        ep.RecurrentBackprop(
+            adjoint_relaxation=ep.FixedPointRelaxation(max_steps=5, rtol=None, atol=None, noise=0.1)
+        )

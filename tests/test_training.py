@@ -10,6 +10,7 @@ import pytest
 
 import eqx_eqprop as ep
 from eqx_eqprop.internal import (
+    REGISTRY,
     build_estimator,
     build_model,
     build_optimizer,
@@ -259,6 +260,35 @@ def test_config_file_and_overrides(tmp_path):
     assert dict(implicit.estimator) == {"kind": "implicit"}
     classic = cfg.set("estimator.kind", "classic")
     assert dict(classic.estimator) == {"kind": "classic", "beta": 0.2}
+
+
+def test_a_change_checks_only_the_sections_it_changed(monkeypatch):
+    """Setting a value builds nothing it does not change: the estimator section is
+    built (its constructor is its check) when it is made or changed, never when the
+    loop or the model changes; a bad value in a changed section still fails at once."""
+    built = []
+
+    def counting(**args):
+        built.append(args)
+        return ep.SymmetricEP(**args)
+
+    ep.register("estimator", "counting_test", counting)
+    try:
+        cfg = ep.get_preset("digits-hep").set("estimator", {"kind": "counting_test", "beta": 0.1})
+        assert len(built) == 1
+        cfg = cfg.set("loop.epochs", 3).set("model.hidden", [8]).set("name", "other")
+        assert len(built) == 1
+        cfg = cfg.set("estimator.beta", 0.2)
+        assert len(built) == 2 and built[-1] == {"beta": 0.2}
+        with pytest.raises(ValueError, match="beta must be finite and non-zero"):
+            cfg.set("estimator.beta", 0.0)
+        with pytest.raises(ValueError, match="loop.out_dir"):
+            cfg.set("loop.out_dir", "runs/{nmae}")
+        # the loop's check reads the name: a new name checks the loop again
+        bad = cfg.set("loop.out_dir", "runs/{name}")
+        assert bad.run_dir.name == "other"
+    finally:
+        REGISTRY["estimator"].pop("counting_test")
 
 
 @pytest.mark.slow  # resumption itself is tested bit for bit above

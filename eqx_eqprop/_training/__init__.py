@@ -14,12 +14,7 @@ from ._checkpoint import (
     load_checkpoint as load_checkpoint,
     save_checkpoint as save_checkpoint,
 )
-from ._config import (
-    PRESETS as PRESETS,
-    TrainConfig as TrainConfig,
-    get_preset as get_preset,
-    preset_names as preset_names,
-)
+from ._config import TrainConfig as TrainConfig
 from ._devices import initialize_distributed as initialize_distributed
 from ._hooks import (
     EpochRecord as EpochRecord,
@@ -34,6 +29,11 @@ from ._loop import (
     load_trained_model as load_trained_model,
     read_device as read_device,
     train as train,
+)
+from ._presets import (
+    PRESETS as PRESETS,
+    get_preset as get_preset,
+    preset_names as preset_names,
 )
 from ._registry import REGISTRY as REGISTRY, kinds as kinds, register as register
 from ._step import (

@@ -9,8 +9,9 @@ import optax
 
 from .._data import Dataset
 from .._models import AbstractModel
-from ._config import DATA_KEYS, OPTIMIZER_KEYS, TrainConfig
+from ._config import TrainConfig
 from ._registry import build, lookup, model_key, resolve
+from ._schema import DATA_KEYS, OPTIMIZER_KEYS
 
 
 def build_data(cfg: TrainConfig) -> Dataset:

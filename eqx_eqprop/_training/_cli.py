@@ -13,8 +13,10 @@ import tomllib
 
 import jax
 
-from ._config import SECTIONS, TrainConfig, get_preset, preset_names
+from ._config import TrainConfig
+from ._presets import get_preset, preset_names
 from ._registry import kinds
+from ._schema import SECTIONS
 
 SHORTCUTS = {  # flag -> setting
     "dataset": "data.kind",

@@ -1,4 +1,5 @@
-"""Run configuration in sections, TOML files, presets shipped with the package.
+"""Run configuration in sections and TOML files (the sections' schema is `_schema.py`,
+the presets shipped with the package `_presets.py`).
 
 A configuration is a small tree:
 
@@ -16,70 +17,21 @@ A configuration is a small tree:
 
 Every kind is looked up in the registry and every argument checked against what the
 class takes, when the configuration is made: a typo, an argument of another kind, a
-negative learning rate or a NaN beta is an error that names the valid choices.
+negative learning rate or a NaN beta is an error that names the valid choices. A change
+(`set`, `update`) checks again only the sections it changed.
 """
 
 import copy
 import json
 import math
 import tomllib
-from collections.abc import Iterator, Mapping
-from importlib import resources
+from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .._checks import describe
-from ._registry import (
-    _check_lr,
-    build,
-    check_arguments,
-    check_values,
-    kinds,
-    lookup,
-    parameters,
-    resolve,
-)
-
-SECTIONS = ("data", "model", "estimator", "relaxation", "nudged_relaxation", "optimizer", "loop")
-TOP_LEVEL = ("name", "cost")
-DATA_KEYS = ("batch_size", "eval_batch_size", "augment")  # read by the loop, not the loader
-OPTIMIZER_KEYS = ("lr", "schedule", "clip_norm", "weight_decay", "group_lrs")
-LOOP_DEFAULTS = {
-    "epochs": 10,
-    "seed": 0,
-    "log_every": 50,
-    "checkpoint_every": 500,
-    "out_dir": "runs/{name}/seed{seed}",
-    "devices": 0,
-}
-DEFAULTS: dict[str, Any] = {
-    "name": "run",
-    "cost": "cross_entropy",
-    "data": {"kind": "digits", "batch_size": 32, "eval_batch_size": 500},
-    "model": {"kind": "mlp"},
-    "estimator": {"kind": "hep", "beta": 0.4, "num_phases": 10},
-    "relaxation": {"kind": "fixed_point", "max_steps": 200, "rtol": "none", "atol": "none"},
-    "optimizer": {"kind": "sgd", "lr": 0.05, "schedule": "constant"},
-    "loop": dict(LOOP_DEFAULTS),
-}
-# settings that do not change a run's results: they may differ when it is resumed
-HARMLESS = {
-    "data.data_dir",
-    "data.eval_batch_size",
-    "loop.checkpoint_every",
-    "loop.log_every",
-    "loop.out_dir",
-    "loop.devices",
-}
-
-
-def _positive_int(value, what):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}.")
-
-
-SECTION_KEYS = {"data": DATA_KEYS, "optimizer": OPTIMIZER_KEYS}
+from ._registry import lookup, parameters, resolve
+from ._schema import DEFAULTS, SCHEMA, SECTION_KEYS, SECTIONS, TOP_LEVEL
 
 
 def _merge(base: dict, override: Mapping) -> dict:
@@ -101,104 +53,34 @@ def _merge(base: dict, override: Mapping) -> dict:
     return out
 
 
-def _validate(tree: dict) -> None:
+def _validate(tree: dict, old: dict | None = None) -> None:
+    """Check a configuration tree against `SCHEMA`: its structure always, and the
+    values of the sections that differ from `old` (all of them without `old`), so that
+    a change checks only what it changed."""
     for key in tree:
         if key not in SECTIONS and key not in TOP_LEVEL:
             raise ValueError(
-                f"unknown setting {key!r}; valid: {', '.join(TOP_LEVEL + SECTIONS)} "
+                f"unknown setting {key!r}; valid: {', '.join((*TOP_LEVEL, *SECTIONS))} "
                 "(settings live in sections: write e.g. estimator.beta, not beta)."
             )
     if not isinstance(tree.get("name"), str) or not tree["name"]:
         raise ValueError(f"name must be a non-empty string, got {tree.get('name')!r}.")
-    resolve(tree["cost"], "cost")
-    for section in SECTIONS:
-        if section not in tree:
-            if section == "nudged_relaxation":
+
+    def changed(key: str) -> bool:
+        return old is None or tree.get(key) != old.get(key)
+
+    if changed("cost"):
+        resolve(tree["cost"], "cost")
+    for name, section in SCHEMA.items():
+        value = tree.get(name)
+        if value is None:
+            if section.optional:
                 continue
-            raise ValueError(f"the configuration has no [{section}] section.")
-        if not isinstance(tree[section], Mapping):
-            raise ValueError(f"[{section}] must be a table of settings, got {tree[section]!r}.")
-    data = tree["data"]
-    lookup("data", data.get("kind", "?"))
-    check_arguments(
-        "data", data["kind"], {k: v for k, v in data.items() if k not in ("kind", *DATA_KEYS)}
-    )
-    for key in ("batch_size", "eval_batch_size"):
-        _positive_int(data.get(key), f"data.{key}")
-    augment = data.get("augment")
-    if (
-        augment is not None
-        and not (isinstance(augment, Mapping) and set(augment) <= {"pad", "flip"})
-        and augment not in ("none", False)
-    ):
-        raise ValueError(
-            "data.augment is a table {pad = P, flip = true/false} (random crops after "
-            f'padding by P pixels, and flips) or "none", got {augment!r}.'
-        )
-    model = tree["model"]
-    check_arguments("model", model.get("kind", "?"), _args(model), reserved=("key",))
-    for name, section in (("activation", "activation"), ("pooling", "pooling")):
-        if name in model:
-            values = model[name] if isinstance(model[name], list) else [model[name]]
-            for value in values:
-                resolve(value, section)
-    check_values("model", model)
-    build("estimator", tree["estimator"])
-    build("relaxation", tree["relaxation"])
-    if tree.get("nudged_relaxation") is not None:
-        build("relaxation", tree["nudged_relaxation"], where="nudged_relaxation")
-    _validate_optimizer(tree["optimizer"])
-    _validate_loop(tree["loop"], tree["name"])
-
-
-def _validate_loop(loop: Mapping, name: str) -> None:
-    for key in loop:
-        if key not in LOOP_DEFAULTS:
-            raise ValueError(f"unknown loop setting {key!r}; valid: {', '.join(LOOP_DEFAULTS)}.")
-    for key in ("epochs", "log_every", "checkpoint_every"):
-        _positive_int(loop[key], f"loop.{key}")
-    seed = loop["seed"]
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(
-            f"loop.seed must be a non-negative integer (it seeds NumPy's and JAX's "
-            f"generators), got {describe(seed)}."
-        )
-    devices = loop["devices"]
-    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 0:
-        raise ValueError(f"loop.devices must be 0 (all) or a positive integer, got {devices!r}.")
-    out_dir = loop["out_dir"]
-    if not isinstance(out_dir, str) or not out_dir:
-        raise ValueError(f"loop.out_dir must be a directory path, got {describe(out_dir)}.")
-    try:
-        out_dir.format(name=name, seed=seed)
-    except (KeyError, IndexError, ValueError) as e:
-        raise ValueError(
-            f"loop.out_dir {out_dir!r} is not a valid template ({type(e).__name__}: {e}): "
-            "it may name {name} and {seed} only (write {{ and }} for literal braces)."
-        ) from None
-
-
-def _args(section: Mapping, skip=()) -> dict:
-    return {k: v for k, v in section.items() if k != "kind" and k not in skip}
-
-
-def _validate_optimizer(opt: Mapping) -> None:
-    kind = opt.get("kind", "?")
-    lookup("optimizer", kind)
-    _check_lr(opt.get("lr"), "optimizer.lr")
-    if opt["lr"] == 0:
-        raise ValueError("optimizer.lr must be positive (use group_lrs to freeze a group).")
-    for group, lr in dict(opt.get("group_lrs", {})).items():
-        _check_lr(lr, f"optimizer.group_lrs.{group}")
-    for key in ("clip_norm", "weight_decay"):
-        value = opt.get(key, "none")
-        if value != "none" and value is not None:
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"optimizer.{key} must be a non-negative number, got {value!r}.")
-    schedule = opt.get("schedule", "constant")
-    spec = {"kind": schedule} if isinstance(schedule, str) else dict(schedule)
-    check_arguments("schedule", spec.get("kind", "?"), _args(spec), reserved=("lr", "total_steps"))
-    build("optimizer", {"kind": kind, **_args(opt, OPTIMIZER_KEYS)}, learning_rate=opt["lr"])
+            raise ValueError(f"the configuration has no [{name}] section.")
+        if not isinstance(value, Mapping):
+            raise ValueError(f"[{name}] must be a table of settings, got {value!r}.")
+        if changed(name) or any(changed(key) for key in section.depends_on):
+            section.check(value, tree)
 
 
 def _to_plain(value) -> Any:
@@ -221,9 +103,9 @@ class TrainConfig:
 
     __slots__ = ("_tree",)
 
-    def __init__(self, tree: Mapping | None = None):
+    def __init__(self, tree: Mapping | None = None, *, _checked: dict | None = None):
         merged = _merge(DEFAULTS, {} if tree is None else _to_plain(tree))
-        _validate(merged)
+        _validate(merged, _checked)
         object.__setattr__(self, "_tree", merged)
 
     def __setattr__(self, name, value):
@@ -240,6 +122,8 @@ class TrainConfig:
         text = path.read_text()
         tree = tomllib.loads(text) if path.suffix != ".json" else json.loads(text)
         if "extends" in tree:
+            from ._presets import get_preset  # presets are configurations: they import this
+
             base = get_preset(tree["extends"])
         return (base or cls()).update(tree)
 
@@ -284,7 +168,8 @@ class TrainConfig:
     # -- changes
     def update(self, changes: Mapping) -> "TrainConfig":
         """A new configuration: `changes` holds dotted paths (`"loop.epochs": 5`) or
-        nested tables (`{"loop": {"epochs": 5}}`)."""
+        nested tables (`{"loop": {"epochs": 5}}`). The sections that changed are checked
+        again; the others are not (a setting builds nothing it does not change)."""
         tree = self._tree
         nested: dict = {}
         for key, value in changes.items():
@@ -294,7 +179,8 @@ class TrainConfig:
                 tree = _set_path(tree, key, value)
             else:
                 nested[key] = value
-        return TrainConfig(_merge(tree, _to_plain(nested)))
+        # only what changed is checked again: the rest was checked when self was made
+        return TrainConfig(_merge(tree, _to_plain(nested)), _checked=self._tree)
 
     def set(self, path: str, value) -> "TrainConfig":
         """A new configuration with one setting changed (`"section.key"` or `"name"`)."""
@@ -321,14 +207,10 @@ def _set_path(tree: dict, path: str, value) -> dict:
             node[part] = {}
         node = node[part]
     last = parts[-1]
-    if (
-        last == "kind"
-        and len(parts) == 2
-        and section in ("model", "estimator", "relaxation", "nudged_relaxation", "optimizer")
-    ):
-        registry_section = "relaxation" if section == "nudged_relaxation" else section
-        takes = parameters(lookup(registry_section, value))
-        reserved = OPTIMIZER_KEYS if section == "optimizer" else ()
+    spec = SCHEMA.get(section)
+    if last == "kind" and len(parts) == 2 and spec is not None and spec.registry is not None:
+        takes = parameters(lookup(spec.registry, value))
+        reserved = spec.own_keys
         node.update({"kind": value})
         for key in list(node):
             if key != "kind" and key not in takes and key not in reserved:
@@ -367,61 +249,3 @@ def to_toml(tree: Mapping) -> str:
             lines += ["", f"[{key}]"]
             lines += [f"{k} = {_toml_value(v)}" for k, v in value.items()]
     return "\n".join(lines) + "\n"
-
-
-# --------------------------------------------------------------------------- presets
-
-
-def _preset_files() -> dict[str, Any]:
-    folder = resources.files("eqx_eqprop") / "presets"
-    return {p.name[: -len(".toml")]: p for p in folder.iterdir() if p.name.endswith(".toml")}
-
-
-def preset_names() -> tuple[str, ...]:
-    """The presets shipped with the package (TOML files in `eqx_eqprop/presets`)."""
-    order = ("digits", "mnist-hep", "mnist-classic", "mnist-symmetric", "mnist-bp", "mnist")
-    names = sorted(_preset_files())
-    return tuple(
-        sorted(
-            names,
-            key=lambda n: next((i for i, p in enumerate(order) if n.startswith(p)), len(order)),
-        )
-    )
-
-
-def _preset_tree(name: str, seen=()) -> dict:
-    files = _preset_files()
-    if name not in files:
-        raise ValueError(f"unknown preset {name!r}; valid: {', '.join(preset_names())}.")
-    if name in seen:
-        raise ValueError(f"preset {name!r} extends itself (through {' -> '.join(seen)}).")
-    tree = tomllib.loads(files[name].read_text())
-    base = _preset_tree(tree["extends"], (*seen, name)) if "extends" in tree else DEFAULTS
-    return _merge(base, {**tree, "name": tree.get("name", name)})
-
-
-def get_preset(name: str) -> TrainConfig:
-    """The configuration of a named preset (`eqprop-train --list-presets`)."""
-    return TrainConfig(_preset_tree(name))
-
-
-class _Presets(Mapping):
-    """The presets by name, loaded when read."""
-
-    def __getitem__(self, name: str) -> TrainConfig:
-        if name not in _preset_files():
-            raise KeyError(name)
-        return get_preset(name)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(preset_names())
-
-    def __len__(self) -> int:
-        return len(_preset_files())
-
-
-PRESETS = _Presets()
-
-
-def available(section: str) -> tuple[str, ...]:
-    return kinds(section)

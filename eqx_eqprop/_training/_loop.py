@@ -42,9 +42,10 @@ from ._checkpoint import (
     save_checkpoint,
     state_rest,
 )
-from ._config import HARMLESS, TrainConfig
+from ._config import TrainConfig
 from ._devices import Placement, barrier, check_same_on_every_process, fingerprint
 from ._hooks import EpochRecord, Hook, Printer, ProgressBar
+from ._schema import HARMLESS
 from ._step import (
     TrainState,
     accumulate,
