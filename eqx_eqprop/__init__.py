@@ -97,6 +97,7 @@ from ._training import (
     TrainStep as TrainStep,
     get_preset as get_preset,
     initialize_distributed as initialize_distributed,
+    kinds as kinds,
     load_trained_model as load_trained_model,
     make_train_step as make_train_step,
     preset_names as preset_names,

@@ -4,7 +4,6 @@ optimistix convention): helpers a user rarely needs and whose signatures may cha
 from ._data import (  # noqa: E402
     augment_batch as augment_batch,
     channel_stats as channel_stats,
-    check_dataset as check_dataset,
     epoch_order as epoch_order,
     eval_batches as eval_batches,
     has_idx_files as has_idx_files,
@@ -16,28 +15,19 @@ from ._data import (  # noqa: E402
     read_idx as read_idx,
     train_batches as train_batches,
 )
-from ._estimators._aliasing import aliasing_estimate as aliasing_estimate
-from ._estimators._ep import circle_factors as circle_factors
-from ._estimators._needs import require_holomorphic as require_holomorphic
 from ._estimators._reference import check_adjoint_fits as check_adjoint_fits
 from ._inference import (
-    check_inputs as check_inputs,
     clamped_relax as clamped_relax,
     mean_cost as mean_cost,
     nudged_relax as nudged_relax,
 )
 from ._misc import (
     complex_dtype as complex_dtype,
-    gaussian_like as gaussian_like,
-    merge_complex as merge_complex,
-    sample_keys as sample_keys,
-    split_complex as split_complex,
     tree_astype as tree_astype,
     tree_norm as tree_norm,
 )
 from ._models import vector_field_from_energy_mlp as vector_field_from_energy_mlp  # noqa: E402
 from ._models._vector_field import transposed_weight as transposed_weight  # noqa: E402
-from ._relaxation import discrete_noise as discrete_noise, relaxation_stats as relaxation_stats
 from ._results import combine_results as combine_results
 from ._runtime import (
     memory_mappings as memory_mappings,
@@ -50,16 +40,13 @@ from ._training import (
     build_data as build_data,
     build_estimator as build_estimator,
     build_model as build_model,
-    build_model_from_spec as build_model_from_spec,
     build_optimizer as build_optimizer,
     build_relaxations as build_relaxations,
     evaluate as evaluate,
     failure_advice as failure_advice,
     init_train_state as init_train_state,
-    kinds as kinds,
     load_checkpoint as load_checkpoint,
     make_eval_step as make_eval_step,
-    read_device as read_device,
     summarise as summarise,
     warn_failed as warn_failed,
 )

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._checks import describe
-from ._registry import _check_lr, build, check_arguments, check_values, lookup, resolve
+from ._library import _check_lr
+from ._registry import build, check_arguments, check_values, lookup, resolve
 
 Check = Callable[[Mapping, Mapping], None]  # (the section, the whole tree) -> raises
 
