@@ -2,6 +2,7 @@
 
 from ._activations import (
     AbstractActivation as AbstractActivation,
+    ClippedReLU as ClippedReLU,
     HardSigmoid as HardSigmoid,
     ReLU as ReLU,
     Sigmoid as Sigmoid,
@@ -64,12 +65,16 @@ from ._models import (
     AbstractModel as AbstractModel,
     AbstractVectorFieldModel as AbstractVectorFieldModel,
     ClampedDynamics as ClampedDynamics,
+    Coupling as Coupling,
     Dynamics as Dynamics,
     EnergyConvNet as EnergyConvNet,
+    EnergyGraphNet as EnergyGraphNet,
     EnergyMLP as EnergyMLP,
     Nudge as Nudge,
     VectorFieldNet as VectorFieldNet,
+    colour_layers as colour_layers,
     feedback_angles as feedback_angles,
+    hopfield_resnet_graph as hopfield_resnet_graph,
 )
 from ._relaxation import (
     AbstractDiscreteRelaxation as AbstractDiscreteRelaxation,

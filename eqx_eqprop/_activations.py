@@ -107,3 +107,18 @@ class ReLU(AbstractActivation):
     def __call__(self, z):
         _require_real("ReLU", z)
         return jnp.maximum(z, 0)
+
+
+class ClippedReLU(AbstractActivation):
+    """`clip(z, 0, ceiling)`, ReLU6 by default: the clipped ReLU of the Hopfield-ResNets
+    (Elayedam & Srinivasan 2025). Not holomorphic: for real-valued EP only."""
+
+    holomorphic: ClassVar[bool] = False
+    ceiling: float = eqx.field(static=True, default=6.0)
+
+    def __check_init__(self):
+        check_real(self.ceiling, "ceiling", minimum=0.0, strict=True, owner="ClippedReLU")
+
+    def __call__(self, z):
+        _require_real("ClippedReLU", z)
+        return jnp.clip(z, 0, self.ceiling)

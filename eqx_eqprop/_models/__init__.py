@@ -9,6 +9,12 @@ from ._base import (
 )
 from ._conv import EnergyConvNet as EnergyConvNet
 from ._energy import AbstractEnergyModel as AbstractEnergyModel
+from ._graph import (
+    Coupling as Coupling,
+    EnergyGraphNet as EnergyGraphNet,
+    colour_layers as colour_layers,
+    hopfield_resnet_graph as hopfield_resnet_graph,
+)
 from ._mlp import EnergyMLP as EnergyMLP, check_float_dtype as check_float_dtype
 from ._vector_field import (
     AbstractVectorFieldModel as AbstractVectorFieldModel,

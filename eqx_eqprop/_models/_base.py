@@ -113,6 +113,13 @@ class AbstractModel(eqx.Module):
         s = self.init_state()
         return len(s) if isinstance(s, tuple) else None
 
+    def layer_groups(self) -> tuple[tuple[int, ...], ...] | None:
+        """Groups of layers that block relaxations (`EvenOddRelaxation`, Anderson over
+        its map) update in turn, each with the fresh values of the others: layers no
+        coupling joins. For a chain, the even and the odd layers (the default); a graph
+        network gives a colouring of its graph. `None` without layers."""
+        return even_odd_groups(self.num_layers)
+
     @property
     def dtype(self) -> jnp.dtype:
         """Real floating dtype of the states (that of the model's arrays)."""
@@ -176,6 +183,14 @@ def layered_param_groups(model: eqx.Module, layers: str, readout: str = "readout
     )
 
 
+def even_odd_groups(num_layers: int | None) -> tuple[tuple[int, ...], ...] | None:
+    """The even and the odd layers (one group for a single layer); `None` without layers."""
+    if num_layers is None:
+        return None
+    even, odd = tuple(range(0, num_layers, 2)), tuple(range(1, num_layers, 2))
+    return (even, odd) if odd else (even,)
+
+
 class AbstractDynamics(eqx.Module):
     """The map `s <- T(s)` of one sample that a relaxation iterates or integrates. Its
     arrays (parameters, drive, nudge) are what the implicit adjoint differentiates."""
@@ -188,6 +203,11 @@ class AbstractDynamics(eqx.Module):
     def num_layers(self) -> int | None:
         """Layers that `update_layers` can update separately, or `None`."""
         return None
+
+    def layer_groups(self) -> tuple[tuple[int, ...], ...] | None:
+        """The groups a block relaxation updates in turn (see
+        `AbstractModel.layer_groups`); `None` without layers."""
+        return even_odd_groups(self.num_layers)
 
     def noise_scale(self, s: State) -> State | None:
         """A factor on the noise of each unit in a continuous-time noisy relaxation
@@ -238,6 +258,9 @@ class ClampedDynamics(AbstractDynamics):
     def num_layers(self):
         return self.model.num_layers
 
+    def layer_groups(self):
+        return self.model.layer_groups()
+
     def update_layers(self, s, layers, noise=None):
         free = tuple(i for i in layers if i != self._layer)
         if free:
@@ -261,6 +284,9 @@ class Dynamics(AbstractDynamics):
     @property
     def num_layers(self):
         return self.model.num_layers
+
+    def layer_groups(self):
+        return self.model.layer_groups()
 
     def update_layers(self, s, layers, noise=None):
         if self.model.num_layers is None:

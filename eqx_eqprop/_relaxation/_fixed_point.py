@@ -48,22 +48,23 @@ def scaled_change(new, old, rtol, atol, norm=optx.max_norm):
 
 
 def layer_parities(dynamics: AbstractDynamics, name: str) -> tuple[tuple[int, ...], ...]:
-    """The even and the odd layers of a layered network, or a clear error."""
-    n = dynamics.num_layers
-    if n is None:
+    """The groups of layers a block sweep updates in turn (the even and the odd layers
+    of a chain, a colouring of a graph network's layers), or a clear error."""
+    groups = dynamics.layer_groups()
+    if groups is None:
         raise ValueError(
             f"{name} updates the even layers, then the odd ones: it needs a layered network "
             "(a state that is a tuple of layers). This network has no layers; use "
             "FixedPointRelaxation, or AndersonRelaxation(even_odd=False)."
         )
-    even, odd = tuple(range(0, n, 2)), tuple(range(1, n, 2))
-    return (even, odd) if odd else (even,)
+    return groups
 
 
 def even_odd_sweep(dynamics: AbstractDynamics, s, noise=None):
     """Update the even layers, then the odd ones with the fresh even values (a
     block Gauss-Seidel sweep: for layered networks its contraction rate is the square
-    of the synchronous one). Costs one synchronous step."""
+    of the synchronous one), or, on a graph network, each group of its colouring in
+    turn. Costs one synchronous step."""
     for layers in layer_parities(dynamics, "EvenOddRelaxation"):
         s = dynamics.update_layers(s, layers, noise)
     return s

@@ -29,7 +29,13 @@ from .._estimators import (
     SymmetricEP,
 )
 from .._layers import AvgPool, IdentityPool, MaxPool, SoftmaxPool
-from .._models import EnergyConvNet, EnergyMLP, VectorFieldNet
+from .._models import (
+    EnergyConvNet,
+    EnergyGraphNet,
+    EnergyMLP,
+    VectorFieldNet,
+    hopfield_resnet_graph,
+)
 from .._models._mlp import check_weight_scale
 from .._relaxation import (
     AndersonRelaxation,
@@ -155,6 +161,71 @@ def conv(
         dtype=dtype,
         key=key,
     )
+
+
+def _graph_layers(layers) -> list:
+    if isinstance(layers, (str, bytes)) or not isinstance(layers, (list, tuple)) or not layers:
+        raise ValueError(
+            "layers is a list of layer shapes, each [height, width, channels] or a number of "
+            f"units, e.g. [[14, 14, 16], [7, 7, 32]], got {describe(layers)}."
+        )
+    return [n if isinstance(n, int) else tuple(n) for n in layers]
+
+
+def check_graph(
+    *, layers=None, couplings=None, kernel_size=3, pooling=None, activation=None,
+    weight_scale=1.0, dtype="float32",
+):  # fmt: skip
+    """The arguments of the `graph` factory that can be checked without the data's shape."""
+    del pooling, activation
+    _graph_layers(layers)
+    if isinstance(couplings, (str, bytes)) or not isinstance(couplings, (list, tuple)):
+        raise ValueError(
+            "couplings is a list of [source, target] pairs (source -1: the input), e.g. "
+            f"[[-1, 0], [0, 1], [-1, 1, 1]], got {describe(couplings)}."
+        )
+    check_integer(kernel_size, "kernel_size")
+    check_weight_scale(weight_scale, "")
+    _check_dtype(dtype)
+
+
+def graph(
+    sample_shape, num_classes, *, key, layers=None, couplings=None, kernel_size=3,
+    pooling=AvgPool(), activation=act.SmoothClip(width=2.0), weight_scale=1.0, dtype="float32",
+):  # fmt: skip
+    """`EnergyGraphNet(sample_shape, layers, couplings, num_classes, ...)`: layers are
+    `[height, width, channels]` maps or numbers of units, couplings `[source, target]`
+    or `[source, target, kernel_size]`."""
+    check_graph(layers=layers, couplings=couplings, kernel_size=kernel_size)
+    assert layers is not None and couplings is not None
+    return EnergyGraphNet(
+        tuple(sample_shape), _graph_layers(layers), [tuple(c) for c in couplings], num_classes,
+        kernel_size=kernel_size, pooling=pooling, activation=activation,
+        weight_scale=weight_scale, dtype=dtype, key=key,
+    )  # fmt: skip
+
+
+def check_hopfield_resnet(
+    *, channels=(16, 32), pooling=None, activation=None, weight_scale=1.0, dtype="float32"
+):
+    del pooling, activation
+    check_sizes(channels, "channels")
+    check_weight_scale(weight_scale, "")
+    _check_dtype(dtype)
+
+
+def hopfield_resnet(
+    sample_shape, num_classes, *, key, channels=(16, 32), pooling=AvgPool(),
+    activation=act.ClippedReLU(), weight_scale=1.0, dtype="float32",
+):  # fmt: skip
+    """A Hopfield-ResNet (`hopfield_resnet_graph`): one block of two maps per entry of
+    `channels`, with 1x1 skip couplings; four blocks of (128, 256, 512, 512) on 32x32
+    images are Hopfield-ResNet13 (Elayedam & Srinivasan 2025)."""
+    layers, couplings = hopfield_resnet_graph(tuple(sample_shape), channels)
+    return EnergyGraphNet(
+        tuple(sample_shape), layers, couplings, num_classes, pooling=pooling,
+        activation=activation, weight_scale=weight_scale, dtype=dtype, key=key,
+    )  # fmt: skip
 
 
 def implicit_lu():
@@ -286,6 +357,8 @@ def register_library():
         ("mlp", mlp, check_mlp),
         ("conv", conv, check_conv),
         ("vector_field", vector_field, check_vector_field),
+        ("graph", graph, check_graph),
+        ("hopfield_resnet", hopfield_resnet, check_hopfield_resnet),
     ):
         register("model", kind, factory, check=check)
     for kind, cls in {
@@ -326,6 +399,7 @@ def register_library():
         "silu": act.SiLU,
         "hard_sigmoid": act.HardSigmoid,
         "relu": act.ReLU,
+        "clipped_relu": act.ClippedReLU,
     }.items():
         register("activation", kind, cls)
     for kind, cls in {
