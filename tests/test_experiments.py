@@ -166,3 +166,26 @@ def test_learning_rules_report_counts_from_the_runs_files(tmp_path, capsys):
     assert rows[3] == "| B | 2 | 80.00 % | 80.00 % | 21 | 26.0 | - | - |"
     with pytest.raises(SystemExit, match="is .* a run directory"):
         report.main([f"C={tmp_path}"])
+
+
+@pytest.mark.slow  # four tiny training runs and their float64 references
+@pytest.mark.skipif(not MNIST.is_dir(), reason="needs ../shared/data/mnist")
+def test_depth_experiment_writes_its_table_and_figure(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
+    depth = load("depth")
+    out = tmp_path / "out"
+    argv = ["--smoke", "--estimators", "centered EP", "--out", str(out), "--runs-dir",
+            str(tmp_path / "runs"), "--data-dir", str(MNIST)]  # fmt: skip
+    record = depth.main(argv)
+    rows = record["runs"]
+    assert [(r["depth"], r["skips"]) for r in rows] == [
+        (2, False),
+        (3, False),
+        (2, True),
+        (3, True),
+    ]
+    # a chain's colouring is even/odd; a skip l -> l + 2 joins two layers of one parity
+    assert [r["colours"] for r in rows] == [2, 2, 2, 3]
+    assert all(0.0 <= r["test_top1"] <= 1.0 and r["end"]["cosine"] > 0.9 for r in rows)
+    assert json.loads((out / "depth.json").read_text())["runs"] == rows
+    assert (out / "depth.png").stat().st_size > 10_000
