@@ -163,7 +163,9 @@ class EvenOddRelaxation(AbstractDiscreteRelaxation):
     couples only to its neighbours) converges like two: the block Gauss-Seidel rate is
     the square of the synchronous one. Same fixed points, same arguments and stopping
     rule as `FixedPointRelaxation` (`steps` counts sweeps); a network without layers
-    says so.
+    says so. On a graph network (`EnergyGraphNet`, skip couplings) a step updates the
+    groups of the model's `layer_groups()` in turn, a colouring of its layer graph
+    under which no coupling joins two layers of one group.
     """
 
     max_steps: int = eqx.field(static=True, default=250)
