@@ -228,7 +228,20 @@ def clamp(s: State, layer: int, value: Inexact[Array, "..."]) -> State:
     return tuple(value if i == layer else v for i, v in enumerate(s))
 
 
-class ClampedDynamics(AbstractDynamics):
+class _ModelDynamics(AbstractDynamics):
+    """Dynamics of a model's state: its layers and their groups are the model's."""
+
+    model: eqx.AbstractVar[AbstractModel]
+
+    @property
+    def num_layers(self):
+        return self.model.num_layers
+
+    def layer_groups(self):
+        return self.model.layer_groups()
+
+
+class ClampedDynamics(_ModelDynamics):
     """A model's free dynamics for one sample with its output units held at `outputs`
     (the clamped phase of contrastive Hebbian learning, Movellan 1991, and of coupled
     learning, Stern et al. 2021): `T(s)` on every other layer, `outputs` on the model's
@@ -254,13 +267,6 @@ class ClampedDynamics(AbstractDynamics):
         assert layer is not None, "ClampedDynamics needs a model with output units"
         return layer
 
-    @property
-    def num_layers(self):
-        return self.model.num_layers
-
-    def layer_groups(self):
-        return self.model.layer_groups()
-
     def update_layers(self, s, layers, noise=None):
         free = tuple(i for i in layers if i != self._layer)
         if free:
@@ -270,7 +276,7 @@ class ClampedDynamics(AbstractDynamics):
         return clamp(s, self._layer, self.outputs)
 
 
-class Dynamics(AbstractDynamics):
+class Dynamics(_ModelDynamics):
     """A model's dynamics for one sample: the model, its input drive, and the nudge
     (`None` for the free phase)."""
 
@@ -280,13 +286,6 @@ class Dynamics(AbstractDynamics):
 
     def __call__(self, s, noise=None):
         return self.model.update(s, self.drive, self.nudge, noise)
-
-    @property
-    def num_layers(self):
-        return self.model.num_layers
-
-    def layer_groups(self):
-        return self.model.layer_groups()
 
     def update_layers(self, s, layers, noise=None):
         if self.model.num_layers is None:
