@@ -67,7 +67,11 @@ def contrastive_objective(model, x, y, with_activation_term=True):
     return jnp.mean(jax.vmap(energy)(x, s_clamped) - jax.vmap(energy)(x, s_free))
 
 
-@pytest.mark.parametrize("make", [mlp, conv], ids=["mlp", "conv"])
+# the conv variants run with the long tests (`-m slow`): the default suite keeps its 12 minutes
+CONV_SLOW = pytest.param(conv, id="conv", marks=pytest.mark.slow)
+
+
+@pytest.mark.parametrize("make", [pytest.param(mlp, id="mlp"), CONV_SLOW])
 def test_contrastive_learning_is_the_gradient_of_the_contrastive_objective(make):
     model, x, y = make(activation=SIGMOID)
     g, info = estimate(model, x, y, ep.ContrastiveLearning())
@@ -101,7 +105,7 @@ def response_limit(model, x, y, s_free):
     return jax.jvp(lambda s: model.learning_signal(x, s, None), (s_free,), (v,))[1]
 
 
-@pytest.mark.parametrize("make", [mlp, conv], ids=["mlp", "conv"])
+@pytest.mark.parametrize("make", [pytest.param(mlp, id="mlp"), CONV_SLOW])
 def test_coupled_learning_tends_to_the_linear_response_at_first_order(make):
     model, x, y = make()
     etas = [0.2, 0.1, 0.05, 0.025]
@@ -162,11 +166,10 @@ RELAXATIONS = {
 @pytest.mark.parametrize(
     "make, rule",
     [
-        (mlp, ep.ContrastiveLearning()),
-        (mlp, ep.CoupledLearning(0.3)),
-        (conv, ep.CoupledLearning(0.3)),
+        pytest.param(mlp, ep.ContrastiveLearning(), id="mlp-contrastive"),
+        pytest.param(mlp, ep.CoupledLearning(0.3), id="mlp-coupled"),
+        pytest.param(conv, ep.CoupledLearning(0.3), id="conv-coupled", marks=pytest.mark.slow),
     ],
-    ids=["mlp-contrastive", "mlp-coupled", "conv-coupled"],
 )
 def test_every_relaxation_reaches_the_same_estimate_and_holds_the_outputs(make, rule):
     model, x, y = make()
@@ -190,7 +193,7 @@ def test_every_relaxation_reaches_the_same_estimate_and_holds_the_outputs(make, 
     np.testing.assert_array_equal(info.clamped_state[-1], held(info))
 
 
-@pytest.mark.parametrize("make", [mlp, conv], ids=["mlp", "conv"])
+@pytest.mark.parametrize("make", [pytest.param(mlp, id="mlp"), CONV_SLOW])
 def test_float32_under_jit_and_vmap(make):
     model64, x, y = make()
     model, x32 = tree_astype(model64, jnp.float32), x.astype(jnp.float32)
