@@ -158,6 +158,34 @@ def test_bad_graphs_are_named(couplings, message):
         skip_net(couplings=couplings)
 
 
+def test_each_weight_takes_its_own_scale():
+    """One scale per weight (couplings in order, then the readout), as the paper's
+    per-weight gains: each weight's std is its scale over sqrt(fan_in) (checked on
+    wide layers), one number is the same as that number repeated, and a list of the
+    wrong length is refused."""
+    couplings = [(-1, 0), (0, 1), (-1, 1, 1)]
+    layers, scales = [(16, 16, 32), (8, 8, 64)], [0.3, 1.2, 0.6, 2.0]
+    net = ep.EnergyGraphNet((16, 16, 16), layers, couplings, 10, weight_scale=scales,
+                            key=jax.random.key(0))  # fmt: skip
+    fan_ins = [3 * 3 * 16, 3 * 3 * 32, 1 * 1 * 16, 8 * 8 * 64]
+    weights = [c.op.weight for c in net.couplings] + [net.readout_layer.weight]
+    for w, scale, fan_in in zip(weights, scales, fan_ins, strict=True):
+        # a truncated normal's std is within a few per cent of its nominal std
+        np.testing.assert_allclose(float(jnp.std(w)) * fan_in**0.5, scale, rtol=0.15)
+    one = ep.EnergyGraphNet((16, 16, 16), layers, couplings, 10, weight_scale=0.7,
+                            key=jax.random.key(0))  # fmt: skip
+    same = ep.EnergyGraphNet((16, 16, 16), layers, couplings, 10, weight_scale=[0.7] * 4,
+                             key=jax.random.key(0))  # fmt: skip
+    for a, b in zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(same)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="one per weight: 3 couplings"):
+        ep.EnergyGraphNet((16, 16, 16), layers, couplings, 10, weight_scale=[0.7] * 3,
+                          key=jax.random.key(0))  # fmt: skip
+    with pytest.raises(ValueError, match="weight_scale"):
+        ep.EnergyGraphNet((16, 16, 16), layers, couplings, 10, weight_scale=[0.7, 0.7, 0, 1],
+                          key=jax.random.key(0))  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "preset",
     # with the long tests: the default suite builds both presets and traces their step

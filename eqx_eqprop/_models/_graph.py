@@ -99,7 +99,12 @@ class EnergyGraphNet(AbstractEnergyModel):
     - `kernel_size`: of the convolutions whose coupling names none.
     - `pooling`: the pooling where a map shrinks (its window is set to the ratio of
       the sizes; default `AvgPool()`).
-    - `activation`, `weight_scale`, `dtype`, `key`: as for `EnergyConvNet`.
+    - `weight_scale`: the init std times `sqrt(fan_in)` (truncated normal), one number
+      for every weight, or one per weight: a scale for each coupling in the order of
+      `couplings`, then the readout's (the per-weight gains of Elayedam & Srinivasan
+      2025; their uniform `+-gain/sqrt(fan_in)` draw has the std of our scale
+      `gain / sqrt(3)`).
+    - `activation`, `dtype`, `key`: as for `EnergyConvNet`.
     """
 
     couplings: tuple[Coupling, ...]
@@ -119,7 +124,7 @@ class EnergyGraphNet(AbstractEnergyModel):
         kernel_size: int = 3,
         pooling: AbstractPool = AvgPool(),
         activation: AbstractActivation = SmoothClip(width=2.0),
-        weight_scale: float = 1.0,
+        weight_scale: float | Sequence[float] = 1.0,
         dtype=None,
         key: PRNGKeyArray,
     ):
@@ -132,20 +137,20 @@ class EnergyGraphNet(AbstractEnergyModel):
         shapes = tuple(_layer_shape(v, i) for i, v in enumerate(layers))
         check_integer(num_classes, "num_classes", owner=owner)
         check_integer(kernel_size, "kernel_size", owner=owner)
-        check_weight_scale(weight_scale, owner)
         if not isinstance(pooling, AbstractPool):
             raise TypeError(f"{owner}: pooling must be an AbstractPool, got {pooling!r}.")
         dtype = check_float_dtype(dtype)
         edges = _check_edges(couplings, len(shapes), kernel_size)
+        scales = weight_scales(weight_scale, len(edges) + 1, owner)
         keys = jax.random.split(key, len(edges) + 1)
         made = []
-        for k, (a, b, size) in zip(keys[:-1], edges):
+        for k, scale, (a, b, size) in zip(keys[:-1], scales, edges):
             source = input_shape if a < 0 else shapes[a]
-            made.append(_coupling(a, b, source, shapes[b], size, pooling, weight_scale, dtype, k))
+            made.append(_coupling(a, b, source, shapes[b], size, pooling, scale, dtype, k))
         self.couplings = tuple(made)
         self.biases = tuple(jnp.zeros(s[-1] if len(s) == 3 else s, dtype) for s in shapes)
         self.readout_layer = Dense(
-            math.prod(shapes[-1]), num_classes, weight_scale=weight_scale, dtype=dtype, key=keys[-1]
+            math.prod(shapes[-1]), num_classes, weight_scale=scales[-1], dtype=dtype, key=keys[-1]
         )
         self.activation = activation
         self.image_shape = input_shape
@@ -190,6 +195,20 @@ class EnergyGraphNet(AbstractEnergyModel):
 
     def readout(self, s):
         return self.readout_layer(s[-1].reshape(-1))
+
+
+def weight_scales(value, count: int, owner: str) -> tuple[float, ...]:
+    """`count` init scales from one number or a sequence of `count` (couplings, then
+    the readout), each finite and positive."""
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        if len(value) != count:
+            where = f"{owner}: " if owner else ""
+            raise ValueError(
+                f"{where}weight_scale has {len(value)} entries; give one number, or one "
+                f"per weight: {count - 1} couplings (in the order given), then the readout."
+            )
+        return tuple(check_weight_scale(v, owner) for v in value)
+    return (check_weight_scale(value, owner),) * count
 
 
 def _check_edges(couplings, n: int, kernel_size: int) -> tuple[tuple[int, int, int], ...]:

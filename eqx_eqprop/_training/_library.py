@@ -36,6 +36,7 @@ from .._models import (
     VectorFieldNet,
     hopfield_resnet_graph,
 )
+from .._models._graph import weight_scales
 from .._models._mlp import check_weight_scale
 from .._relaxation import (
     AndersonRelaxation,
@@ -185,7 +186,7 @@ def check_graph(
             f"[[-1, 0], [0, 1], [-1, 1, 1]], got {describe(couplings)}."
         )
     check_integer(kernel_size, "kernel_size")
-    check_weight_scale(weight_scale, "")
+    weight_scales(weight_scale, len(couplings) + 1, "")
     _check_dtype(dtype)
 
 
@@ -209,8 +210,8 @@ def check_hopfield_resnet(
     *, channels=(16, 32), pooling=None, activation=None, weight_scale=1.0, dtype="float32"
 ):
     del pooling, activation
-    check_sizes(channels, "channels")
-    check_weight_scale(weight_scale, "")
+    channels = check_sizes(channels, "channels")
+    weight_scales(weight_scale, 3 * len(channels) + 1, "")
     _check_dtype(dtype)
 
 
@@ -220,7 +221,9 @@ def hopfield_resnet(
 ):  # fmt: skip
     """A Hopfield-ResNet (`hopfield_resnet_graph`): one block of two maps per entry of
     `channels`, with 1x1 skip couplings; four blocks of (128, 256, 512, 512) on 32x32
-    images are Hopfield-ResNet13 (Elayedam & Srinivasan 2025)."""
+    images are Hopfield-ResNet13 (Elayedam & Srinivasan 2025). `weight_scale` is one
+    number or one per weight: each block's input -> a, a -> b and skip, then the
+    readout."""
     layers, couplings = hopfield_resnet_graph(tuple(sample_shape), channels)
     return EnergyGraphNet(
         tuple(sample_shape), layers, couplings, num_classes, pooling=pooling,
