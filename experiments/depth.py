@@ -63,7 +63,12 @@ def config(args, depth: int, skips: bool, estimator: dict, run_dir: Path) -> ep.
                 "batch_size": args.batch,
                 "eval_batch_size": 500,
             },
-            "model": {"kind": "graph", "layers": layers, "couplings": couplings},
+            "model": {
+                "kind": "graph",
+                "layers": layers,
+                "couplings": couplings,
+                "weight_scale": args.weight_scale,
+            },
             "estimator": estimator,
             "relaxation": {
                 "kind": "even_odd",
@@ -140,6 +145,11 @@ def main(argv=None) -> dict:
     p.add_argument("--nudged-steps", type=int, default=20)
     p.add_argument("--check-batch", type=int, default=32, help="images of the gradient check")
     p.add_argument("--estimators", nargs="+", default=list(ESTIMATORS))
+    p.add_argument(
+        "--weight-scale", type=float, default=1.0,
+        help="init std x sqrt(fan_in) of every coupling (PyTorch's default uniform is 0.577)",
+    )  # fmt: skip
+    p.add_argument("--kinds", nargs="+", choices=["chain", "skip"], default=["chain", "skip"])
     p.add_argument("--runs-dir", default="runs/depth")
     args = p.parse_args(argv)
     if args.smoke:
@@ -150,7 +160,7 @@ def main(argv=None) -> dict:
     data = subset(build_data(base), args.train, args.test, args.seed)
     rows = []
     for name in args.estimators:
-        for skips in (False, True):
+        for skips in [kind == "skip" for kind in args.kinds]:
             for depth in args.depths:
                 kind = "skip" if skips else "chain"
                 run_dir = Path(args.runs_dir) / f"{name.split()[0]}-d{depth}-{kind}"
