@@ -7,8 +7,11 @@ VGG-4 of Laborieux & Zenke 2022, Table 2, 128, 256, 512, 512 channels, the holom
 clip, softmax pooling, hEP N = 4 at |beta| = 1), at initialisation or from a run
 directory (`--run-dir`); the images are real: MNIST padded to 32x32 and repeated over 3
 channels, normalised (CIFAR-10 is not at hand offline). A setting is
-`KIND:FREE/NUDGED[@TOL]`: `fp` synchronous fixed-point or `eo` even/odd sweeps, budgets
-in sweeps, an optional tolerance (rtol = atol) for both phases; `paper` is the preset's
+`KIND:FREE/NUDGED[@TOL]`: `fp` synchronous fixed-point or `eo` even/odd sweeps, `aa`
+Anderson acceleration of the even/odd map, `mp` a free phase of even/odd sweeps in
+bfloat16 polished in float32 (the nudged phases even/odd: there is no 16-bit complex
+type); budgets in sweeps, a tolerance (rtol = atol) for both phases, optional for `fp`
+and `eo`; `paper` is the preset's
 own relaxations (250 and 60 synchronous sweeps). With max pooling (cifar10-hep) there
 may be no exact gradient to compare with: the relaxation can cycle between window
 maxima for ever, and only the samples whose exact free phase converges are used.
@@ -42,6 +45,7 @@ from eqx_eqprop.internal import (
     build_model,
     build_relaxations,
     load_idx_directory,
+    parse_setting as parse_override,
 )
 
 from _util import print_record
@@ -74,9 +78,12 @@ def sample(data: ep.Dataset, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]
     return data.preprocess(data.x_test[idx]), data.y_test[idx]
 
 
-def train_briefly(cfg, data: ep.Dataset, setting: str, steps: int, batch: int, out: str):
+def train_briefly(
+    cfg, data: ep.Dataset, setting: str, steps: int, batch: int, out: str, overrides=()
+):
     """`cfg`'s network trained for `steps` steps of `batch` images with the relaxations
-    of `setting` (the estimator, optimiser and schedule of `cfg`, one epoch)."""
+    of `setting` (the estimator, optimiser and schedule of `cfg`, one epoch, unless
+    `overrides`, `"section.key=value"` strings, change them)."""
     free, nudged = parse_setting(setting, cfg)
     as_dict = {
         "kind": "fixed_point" if isinstance(free, ep.FixedPointRelaxation) else "even_odd",
@@ -101,6 +108,7 @@ def train_briefly(cfg, data: ep.Dataset, setting: str, steps: int, batch: int, o
             "loop.epochs": 1,
             "loop.log_every": 10,
             "loop.out_dir": out,
+            **dict(parse_override(item) for item in overrides),
         }
     )
     return ep.train(cfg, data=data, resume=False, verbose=True, progress=True)
@@ -116,13 +124,31 @@ def parse_setting(text: str, cfg=None):
         budgets, _, tol = rest.partition("@")
         free_steps, nudged_steps = (int(b) for b in budgets.split("/"))
         tol = float(tol) if tol else None
-        cls = {"fp": ep.FixedPointRelaxation, "eo": ep.EvenOddRelaxation}[kind]
+        make = SETTING_KINDS[kind]
+        if kind in ("aa", "mp") and tol is None:
+            raise ValueError
     except (ValueError, KeyError):
         raise ValueError(
-            f"setting {text!r}: write KIND:FREE/NUDGED[@TOL] with KIND fp or eo, e.g. "
-            "eo:60/20 or eo:200/60@1e-4, or 'paper'."
+            f"setting {text!r}: write KIND:FREE/NUDGED[@TOL] with KIND fp or eo (a "
+            "tolerance optional), aa or mp (a tolerance needed), e.g. eo:60/20, "
+            "eo:200/60@1e-4, aa:100/40@1e-4, or 'paper'."
         ) from None
-    return cls(free_steps, tol, tol), cls(nudged_steps, tol, tol)
+    nudged = (SETTING_KINDS["eo"] if kind == "mp" else make)(nudged_steps, tol)
+    return make(free_steps, tol), nudged
+
+
+SETTING_KINDS = {
+    "fp": lambda steps, tol: ep.FixedPointRelaxation(steps, tol, tol),
+    "eo": lambda steps, tol: ep.EvenOddRelaxation(steps, tol, tol),
+    # Anderson over the even/odd map
+    "aa": lambda steps, tol: ep.AndersonRelaxation(max_steps=steps, rtol=tol, atol=tol),
+    # even/odd in bfloat16 to 1e-2, then polished in the model's dtype to the tolerance
+    # (the free phase; the nudged phases, complex, relax even/odd in the model's dtype)
+    "mp": lambda steps, tol: ep.MixedPrecisionRelaxation(
+        low=ep.EvenOddRelaxation(steps, 1e-2, 1e-2),
+        high=ep.EvenOddRelaxation(steps, tol, tol),
+    ),
+}
 
 
 def sweeps(stats) -> int:
@@ -222,7 +248,7 @@ def measure(model, x, y, settings, cfg, *, batch=None, max_steps=5000, tol=1e-10
                     )
                 )
             )
-            if free.rtol is not None
+            if getattr(free, "rtol", 0.0) is not None
             else None,
             "seconds": round(time.perf_counter() - start, 1),
         }
@@ -247,6 +273,10 @@ def main(argv=None):
     p.add_argument("--train-batch", type=int, default=32)
     p.add_argument("--train-setting", default="eo:60/20", help="relaxations to train with")
     p.add_argument("--out-run", default=None, help="run directory of that training")
+    p.add_argument(
+        "--train-set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help="change that training's configuration, e.g. --train-set optimizer.kind=adam",
+    )  # fmt: skip
     args = p.parse_args(argv)
     for text in args.settings:
         parse_setting(text)  # a bad one fails before the slow reference
@@ -260,7 +290,7 @@ def main(argv=None):
     elif args.train_steps:
         trained = train_briefly(
             cfg, data, args.train_setting, args.train_steps, args.train_batch,
-            args.out_run or "runs/conv_fidelity",
+            args.out_run or "runs/conv_fidelity", args.train_set,
         )  # fmt: skip
         model = trained["model"]
     else:
@@ -272,7 +302,8 @@ def main(argv=None):
         final = trained["final"]
         state = (
             f"after {args.train_steps} steps of {args.train_batch} MNIST32 images with "
-            f"{args.train_setting} (test top-1 {final['test_top1']:.4f})"
+            f"{args.train_setting}{''.join(' ' + t for t in args.train_set)} "
+            f"(test top-1 {final['test_top1']:.4f})"
         )
     else:
         state = "at initialisation"
