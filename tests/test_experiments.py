@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+import eqx_eqprop as ep
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -121,12 +123,13 @@ MNIST = ROOT.parent / "shared" / "data" / "mnist"
 
 @pytest.mark.slow  # a float64 reference and three float32 gradients of a narrow VGG-4
 @pytest.mark.skipif(not MNIST.is_dir(), reason="needs ../shared/data/mnist")
-def test_conv_fidelity_ranks_settings_against_the_exact_gradient(tmp_path):
+def test_conv_fidelity_ranks_settings_against_the_exact_gradient(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
     fidelity = load("conv_fidelity")
     record = fidelity.main(
         [
             "--channels", "4", "8", "8", "8", "--batch", "2", "--pool", "4",
-            "--max-steps", "500", "--settings", "paper", "eo:20/8", "eo:2/1",
+            "--max-steps", "500", "--settings", "paper", "eo:20/8", "eo:2/1", "aa:20/8@1e-6",
             "--out", str(tmp_path / "fidelity.json"),
         ]
     )  # fmt: skip
@@ -138,9 +141,28 @@ def test_conv_fidelity_ranks_settings_against_the_exact_gradient(tmp_path):
     # while 2 and 1 sweeps are not
     assert settings["paper"]["cosine"] > 0.9999 and settings["eo:20/8"]["cosine"] > 0.9999
     assert settings["eo:2/1"]["relative_error"] > 10 * settings["eo:20/8"]["relative_error"]
+    # Anderson to a tight tolerance stops early and is as exact as the fixed budget
+    assert settings["aa:20/8@1e-6"]["sweeps_per_step"] < 20 + 3 * 8
+    assert settings["aa:20/8@1e-6"]["cosine"] > 0.9999
     assert (
         json.loads((tmp_path / "fidelity.json").read_text())["settings"].keys() == settings.keys()
     )
+
+
+def test_conv_fidelity_reads_its_settings(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
+    fidelity = load("conv_fidelity")
+    free, nudged = fidelity.parse_setting("aa:100/40@1e-4")
+    assert isinstance(free, ep.AndersonRelaxation) and (free.max_steps, free.rtol) == (100, 1e-4)
+    assert isinstance(nudged, ep.AndersonRelaxation) and nudged.max_steps == 40
+    free, nudged = fidelity.parse_setting("mp:60/20@1e-3")
+    # bfloat16 for the free phase only: the nudged phases are complex
+    assert isinstance(free, ep.MixedPrecisionRelaxation) and free.high.rtol == 1e-3
+    assert isinstance(nudged, ep.EvenOddRelaxation) and nudged.max_steps == 20
+    assert fidelity.parse_setting("eo:30/10")[0].rtol is None
+    for bad in ("aa:100/40", "xx:1/1", "eo:30", "eo:a/b"):
+        with pytest.raises(ValueError, match="KIND:FREE/NUDGED"):
+            fidelity.parse_setting(bad)
 
 
 def test_learning_rules_report_counts_from_the_runs_files(tmp_path, capsys):
