@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import matplotlib
@@ -17,7 +18,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 import eqx_eqprop as ep  # noqa: E402
-from eqx_eqprop.internal import has_idx_files, load_digits, load_idx_directory  # noqa: E402
+from eqx_eqprop.internal import (  # noqa: E402
+    as_model_input,
+    has_idx_files,
+    load_digits,
+    load_idx_directory,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MNIST = ROOT.parent / "shared" / "data" / "mnist"
@@ -66,6 +72,20 @@ def reference_gradient(model, x, y, relaxation=TIGHT):
     """The ground truth of the figures: the implicit gradient at a tightly converged free
     equilibrium, with the free phase's info (for the spectral radius)."""
     return ep.gradient(model, x, y, estimator=ep.ImplicitDifferentiation(), relaxation=relaxation)
+
+
+def with_dtype(model, dtype):
+    """`model` with every floating array cast to `dtype` (e.g. a float64 reference)."""
+    return jax.tree_util.tree_map(
+        lambda v: v.astype(dtype) if eqx.is_inexact_array(v) else v, model
+    )
+
+
+def training_batch(model, data: ep.Dataset, n: int, seed: int):
+    """`n` preprocessed training images drawn with `seed`, shaped for `model`, and labels."""
+    idx = np.random.default_rng(seed).choice(len(data.x_train), n, replace=False)
+    x = as_model_input(model, data.preprocess(data.x_train[idx]))
+    return x, jnp.asarray(data.y_train[idx])
 
 
 def flat(tree):

@@ -23,7 +23,6 @@ import time
 import warnings
 from pathlib import Path
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import lineax as lx
@@ -32,14 +31,13 @@ import optimistix as optx
 
 import eqx_eqprop as ep
 from eqx_eqprop.internal import (
-    as_model_input,
     build_cost,
     build_data,
     build_estimator,
     build_relaxations,
 )
 
-from _util import compare, print_record  # the figure scripts' cosine and relative error (float64)
+from _util import compare, print_record, training_batch, with_dtype  # the scripts' plumbing
 
 
 def converged(relaxation, max_steps: int, tol: float):
@@ -89,14 +87,10 @@ def check(run_dir, batch=64, data_dir=None, max_steps=5000, tol=1e-10, seed=0, s
     data = build_data(cfg)
     if batch > len(data.x_train):
         raise ValueError(f"--batch {batch}: the training split has {len(data.x_train)} images.")
-    idx = np.random.default_rng(seed).choice(len(data.x_train), batch, replace=False)
-    x = as_model_input(model, data.preprocess(data.x_train[idx]))
-    y = jnp.asarray(data.y_train[idx])
+    x, y = training_batch(model, data, batch, seed)
     estimator, cost = build_estimator(cfg), build_cost(cfg)
     free, nudged = build_relaxations(cfg)
-    model64 = jax.tree_util.tree_map(
-        lambda v: v.astype(jnp.float64) if eqx.is_inexact_array(v) else v, model
-    )
+    model64 = with_dtype(model, jnp.float64)
     x64 = jnp.asarray(x, jnp.float64)
     tight = converged(free, max_steps, tol)
     key = jax.random.key(seed)

@@ -48,7 +48,7 @@ from eqx_eqprop.internal import (
     parse_setting as parse_override,
 )
 
-from _util import print_record
+from _util import print_record, with_dtype
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MNIST = ROOT.parent / "shared" / "data" / "mnist"
@@ -181,9 +181,7 @@ def measure(model, x, y, settings, cfg, *, batch=None, max_steps=5000, tol=1e-10
     phase converges (with max pooling a sample can cycle between window maxima, where
     the gradient is not defined); all of them if `batch` is None."""
     jax.config.update("jax_enable_x64", True)
-    model64 = jax.tree_util.tree_map(
-        lambda v: v.astype(jnp.float64) if eqx.is_inexact_array(v) else v, model
-    )
+    model64 = with_dtype(model, jnp.float64)
     adjoint = optx.ImplicitAdjoint(lx.GMRES(tol, tol, max_steps=max_steps))
     tight = ep.EvenOddRelaxation(max_steps, tol, tol, adjoint=adjoint)
     _, stats = eqx.filter_jit(ep.free_phase)(model64, jnp.asarray(x, jnp.float64), tight)
@@ -196,9 +194,7 @@ def measure(model, x, y, settings, cfg, *, batch=None, max_steps=5000, tol=1e-10
             "draw more (--pool) or raise --max-steps."
         )
     x, y = x[keep], y[keep]
-    model32 = jax.tree_util.tree_map(
-        lambda v: v.astype(jnp.float32) if eqx.is_inexact_array(v) else v, model
-    )
+    model32 = with_dtype(model, jnp.float32)
     start = time.perf_counter()
     truth, info = ep.gradient(
         model64,

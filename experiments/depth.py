@@ -18,7 +18,6 @@ import time
 import warnings
 from pathlib import Path
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,7 +25,6 @@ from checkpoint_gradient import converged  # the reference relaxation of a run's
 
 import eqx_eqprop as ep
 from eqx_eqprop.internal import (
-    as_model_input,
     build_cost,
     build_data,
     build_estimator,
@@ -34,7 +32,7 @@ from eqx_eqprop.internal import (
     build_relaxations,
 )
 
-from _util import compare, parser, plt  # the figure scripts' plumbing (float64 cosines)
+from _util import compare, parser, plt, training_batch, with_dtype  # the scripts' plumbing
 
 
 def graph(depth: int, channels: int, skips: bool) -> tuple[list, list]:
@@ -105,14 +103,10 @@ def subset(data, train: int, test: int, seed: int):
 def gradient_cosine(cfg, model, data, n: int, seed: int) -> dict:
     """The run's estimator with its relaxations (the model's dtype) against the
     implicit gradient in float64 (free phase to 1e-8), on `n` training images."""
-    idx = np.random.default_rng(seed + 1).choice(len(data.x_train), n, replace=False)
-    x = as_model_input(model, data.preprocess(data.x_train[idx]))
-    y = jnp.asarray(data.y_train[idx])
+    x, y = training_batch(model, data, n, seed + 1)
     estimator, cost = build_estimator(cfg), build_cost(cfg)
     free, nudged = build_relaxations(cfg)
-    model64 = jax.tree_util.tree_map(
-        lambda v: v.astype(jnp.float64) if eqx.is_inexact_array(v) else v, model
-    )
+    model64 = with_dtype(model, jnp.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         truth, ref = ep.gradient(
